@@ -1,0 +1,91 @@
+/* safetensors.h: strict reader (every check of the reference implementation)
+ * and a small writer for the safetensors format.
+ *
+ * File: u64 LE header length N, N bytes of UTF-8 JSON, then the data buffer.
+ * After st_parse/st_open succeeds, every tensor's [begin, end) lies inside
+ * the data buffer, the tensors tile it exactly, and numel * dtype size ==
+ * end - begin without overflow. Tensors are kept sorted by name.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../kernels/tensor.h"
+
+#define ST_MAX_HEADER_SIZE 100000000ULL /* reference MAX_HEADER_SIZE */
+#define ST_MAX_DIMS 8
+
+enum st_dtype {
+  ST_BOOL = 0,
+  ST_U8,
+  ST_I8,
+  ST_F8_E5M2,
+  ST_F8_E4M3,
+  ST_I16,
+  ST_U16,
+  ST_F16,
+  ST_BF16,
+  ST_I32,
+  ST_U32,
+  ST_F32,
+  ST_F64,
+  ST_I64,
+  ST_U64,
+  ST_DTYPE_COUNT
+};
+
+struct st_tensor {
+  char *name;
+  enum st_dtype dtype;
+  int ndim;
+  int64_t shape[ST_MAX_DIMS];
+  uint64_t begin, end; /* relative to the data buffer */
+  uint64_t numel;
+  const void *data; /* points into the mapping (or the parsed buffer) */
+};
+
+struct st_file {
+  size_t n_tensors;
+  struct st_tensor *tensors; /* sorted by name */
+  json_t *metadata;          /* string -> string object, or NULL */
+  uint64_t header_len;
+  const uint8_t *base; /* whole file bytes */
+  size_t size;
+  int mapped; /* 1 if base is an mmap owned by the file */
+};
+
+/* Parses a whole file image held in memory (not copied: buf must outlive f).
+ * On failure returns a negative status and *err (malloc'd, caller frees). */
+int st_parse(const uint8_t *buf, size_t len, struct st_file **out, char **err);
+/* Opens, validates and mmaps a file. */
+int st_open(const char *path, struct st_file **out, char **err);
+void st_close(struct st_file *f);
+
+const struct st_tensor *st_find(const struct st_file *f, const char *name);
+size_t st_dtype_size(enum st_dtype dt);
+const char *st_dtype_name(enum st_dtype dt);
+/* Maps to the compute dtype (F32, F16, BF16, I32, I64), or -1. */
+int st_dtype_to_dtype(enum st_dtype dt);
+
+/* Compatibility of a shard with the base UNet: same tensor names and shapes,
+ * floating dtypes F32/F16/BF16 only. Appends up to max_errors
+ * {"field", "message"} objects to errors (a JSON array). Returns 0 if
+ * compatible, -1 otherwise. */
+int st_check_compatible(const struct st_file *base, const struct st_file *shard, json_t *errors,
+                        int max_errors);
+
+/* Writer: tensors are written in the given order; metadata may be NULL. */
+struct st_write_tensor {
+  const char *name;
+  enum st_dtype dtype;
+  int ndim;
+  const int64_t *shape;
+  const void *data; /* numel * dtype size bytes */
+};
+int st_write(const char *path, const struct st_write_tensor *t, size_t n, const json_t *metadata,
+             char **err);
+/* Writes to an open stdio stream (used by the export endpoint). */
+int st_write_fp(void *fp, const struct st_write_tensor *t, size_t n, const json_t *metadata,
+                char **err);
