@@ -56,6 +56,24 @@ struct st_file {
   int mapped; /* 1 if base is an mmap owned by the file */
 };
 
+/* Negative statuses of st_parse/st_open (one per error class; the message
+ * in *err says what exactly is wrong and names the tensor). */
+enum st_status {
+  ST_E_IO = -1,          /* open/stat/mmap/write failed */
+  ST_E_TOO_SMALL = -2,   /* fewer than 8 bytes (HeaderTooSmall) */
+  ST_E_HEADER_SIZE = -3, /* N above ST_MAX_HEADER_SIZE (HeaderTooLarge) */
+  ST_E_HEADER_LEN = -4,  /* N + 8 beyond the file (InvalidHeaderLength) */
+  ST_E_UTF8 = -5,        /* header not UTF-8 (InvalidHeader) */
+  ST_E_JSON = -6,        /* not JSON, not an object, duplicate key */
+  ST_E_ENTRY = -7,       /* a tensor entry or __metadata__ malformed */
+  ST_E_OVERFLOW = -8,    /* numel or byte size overflows (ValidationOverflow) */
+  ST_E_OFFSET = -9,      /* gap, overlap or begin > end (InvalidOffset) */
+  ST_E_SPAN = -10,       /* end - begin != numel * size (TensorInvalidInfo) */
+  ST_E_INCOMPLETE = -11, /* data past EOF or trailing bytes (MetadataIncompleteBuffer) */
+  ST_E_NOMEM = -12,
+  ST_E_ARG = -13 /* writer: invalid argument */
+};
+
 /* Parses a whole file image held in memory (not copied: buf must outlive f).
  * On failure returns a negative status and *err (malloc'd, caller frees). */
 int st_parse(const uint8_t *buf, size_t len, struct st_file **out, char **err);

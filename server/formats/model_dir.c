@@ -1,0 +1,128 @@
+/* model_dir.c: reads a diffusers model folder (see model_dir.h).
+ *
+ * model_index.json and unet/config.json must be JSON objects; the UNet
+ * weights file must exist as a regular file (validated later by st_open).
+ * Optional component folders are recorded when they are directories.
+ * Errors name the file relative to the model root, never the server path.
+ */
+#include "model_dir.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MODEL_DIR_UNET_WEIGHTS "unet/diffusion_pytorch_model.safetensors"
+
+__attribute__((format(printf, 2, 3))) static int model_dir_fail(char **err, const char *fmt, ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(err, fmt, ap) < 0) *err = NULL;
+    va_end(ap);
+  }
+  return -1;
+}
+
+char *model_dir_path(const struct model_dir *md, const char *rel) {
+  char *p = NULL;
+  size_t n = strlen(md->root);
+  int slash = n > 0 && md->root[n - 1] == '/';
+  if (asprintf(&p, "%s%s%s", md->root, slash ? "" : "/", rel) < 0) return NULL;
+  return p;
+}
+
+int model_dir_read_json(const struct model_dir *md, const char *rel, json_t **out, char **err) {
+  *out = NULL;
+  if (err) *err = NULL;
+  char *path = model_dir_path(md, rel);
+  if (!path) return model_dir_fail(err, "out of memory");
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    int e = errno;
+    free(path);
+    return model_dir_fail(err, "model folder: %s: %s", rel, e == ENOENT ? "missing" : strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    free(path);
+    return model_dir_fail(err, "model folder: %s is not a regular file", rel);
+  }
+  json_error_t jerr;
+  json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+  free(path);
+  if (!j)
+    return model_dir_fail(err, "model folder: %s is not valid JSON: %s (line %d)", rel, jerr.text,
+                          jerr.line);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    return model_dir_fail(err, "model folder: %s is not a JSON object", rel);
+  }
+  *out = j;
+  return 0;
+}
+
+/* Sets *dst to <root>/<rel> if it is a directory, else NULL. */
+static int model_dir_optional(struct model_dir *md, const char *rel, char **dst) {
+  char *p = model_dir_path(md, rel);
+  if (!p) return -1;
+  struct stat st;
+  if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
+    *dst = p;
+  else
+    free(p);
+  return 0;
+}
+
+int model_dir_open(const char *root, struct model_dir **out, char **err) {
+  int rc = 0;
+  *out = NULL;
+  if (err) *err = NULL;
+  struct model_dir *md = calloc(1, sizeof *md);
+  if (!md || !(md->root = strdup(root))) {
+    rc = model_dir_fail(err, "out of memory");
+    goto fail;
+  }
+  struct stat st;
+  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    rc = model_dir_fail(err, "model folder: not found or not a directory");
+    goto fail;
+  }
+  if ((rc = model_dir_read_json(md, "model_index.json", &md->model_index, err)) < 0) goto fail;
+  if ((rc = model_dir_read_json(md, "unet/config.json", &md->unet_config, err)) < 0) goto fail;
+  if (!(md->unet_weights = model_dir_path(md, MODEL_DIR_UNET_WEIGHTS))) {
+    rc = model_dir_fail(err, "out of memory");
+    goto fail;
+  }
+  if (stat(md->unet_weights, &st) != 0 || !S_ISREG(st.st_mode)) {
+    rc = model_dir_fail(err, "model folder: %s: missing or not a regular file",
+                        MODEL_DIR_UNET_WEIGHTS);
+    goto fail;
+  }
+  if (model_dir_optional(md, "text_encoder", &md->text_encoder_dir) < 0 ||
+      model_dir_optional(md, "vae", &md->vae_dir) < 0 ||
+      model_dir_optional(md, "tokenizer", &md->tokenizer_dir) < 0 ||
+      model_dir_optional(md, "scheduler", &md->scheduler_dir) < 0) {
+    rc = model_dir_fail(err, "out of memory");
+    goto fail;
+  }
+  *out = md;
+  return 0;
+fail:
+  model_dir_close(md);
+  return rc;
+}
+
+void model_dir_close(struct model_dir *md) {
+  if (!md) return;
+  free(md->root);
+  json_decref(md->model_index);
+  json_decref(md->unet_config);
+  free(md->unet_weights);
+  free(md->text_encoder_dir);
+  free(md->vae_dir);
+  free(md->tokenizer_dir);
+  free(md->scheduler_dir);
+  free(md);
+}
