@@ -68,45 +68,6 @@ int st_dtype_to_dtype(enum st_dtype dt) {
   }
 }
 
-/* Sets *err to a formatted message (if err) and returns status. */
-__attribute__((format(printf, 3, 4))) static int st_fail(char **err, int status, const char *fmt,
-                                                         ...) {
-  if (err) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0) *err = NULL;
-    va_end(ap);
-  }
-  return status;
-}
-
-/* A tensor name fit for an error message: at most ~120 bytes cut at a UTF-8
- * boundary, control characters replaced, "..." when shortened. */
-struct st_qname {
-  char s[160];
-};
-
-static struct st_qname st_qname(const char *name) {
-  struct st_qname q;
-  size_t i = 0, o = 0;
-  while (name[i] && o < 120) {
-    unsigned char c = (unsigned char)name[i];
-    size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-    if (o + n > 120) break;
-    for (size_t k = 0; k < n && name[i]; k++, i++) {
-      unsigned char b = (unsigned char)name[i];
-      q.s[o++] = (b < 0x20 || b == 0x7f) ? '?' : (char)b;
-    }
-  }
-  if (name[i]) {
-    memcpy(q.s + o, "...", 3);
-    o += 3;
-  }
-  q.s[o] = 0;
-  return q;
-}
-#define QN(name) (st_qname(name).s)
-
 /* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF). Returns the
  * offset of the first invalid byte, or len if valid. */
 static size_t st_utf8_check(const uint8_t *s, size_t len) {
@@ -137,6 +98,47 @@ static size_t st_utf8_check(const uint8_t *s, size_t len) {
   }
   return len;
 }
+
+/* Sets *err to a formatted message (if err) and returns status. */
+__attribute__((format(printf, 3, 4))) static int st_fail(char **err, int status, const char *fmt,
+                                                         ...) {
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(err, fmt, ap) < 0) *err = NULL;
+    va_end(ap);
+    /* parser messages quote header text: keep them valid UTF-8 for JSON */
+    if (*err) (*err)[st_utf8_check((const uint8_t *)*err, strlen(*err))] = 0;
+  }
+  return status;
+}
+
+/* A tensor name fit for an error message: at most ~120 bytes cut at a UTF-8
+ * boundary, control characters replaced, "..." when shortened. */
+struct st_qname {
+  char s[160];
+};
+
+static struct st_qname st_qname(const char *name) {
+  struct st_qname q;
+  size_t i = 0, o = 0;
+  while (name[i] && o < 120) {
+    unsigned char c = (unsigned char)name[i];
+    size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    if (o + n > 120) break;
+    for (size_t k = 0; k < n && name[i]; k++, i++) {
+      unsigned char b = (unsigned char)name[i];
+      q.s[o++] = (b < 0x20 || b == 0x7f) ? '?' : (char)b;
+    }
+  }
+  if (name[i]) {
+    memcpy(q.s + o, "...", 3);
+    o += 3;
+  }
+  q.s[o] = 0;
+  return q;
+}
+#define QN(name) (st_qname(name).s)
 
 /* "[a, b, c]" into buf. */
 static const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
