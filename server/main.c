@@ -1,9 +1,221 @@
-/* main.c: config -> registry -> base model -> engine -> HTTP -> wait -> drain. */
+/* main.c: the command line (API.md), then
+ * config -> registry -> base model -> soup -> HTTP -> wait for a signal ->
+ * drain -> close. SIGTERM and SIGINT are blocked in every thread and taken
+ * synchronously here, so shutdown runs in normal code, never in a handler. */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#if __has_include("diffusion/tokenizer.h")
+#include "diffusion/tokenizer.h"
+#define HAVE_TOKENIZER 1
+#endif
+#include "engine/app.h"
+#include "http/server.h"
+#include "log.h"
+#include "registry/registry.h"
+#include "version.h"
+
+#ifndef SOUPD_DEFAULT_MODEL_DIR
+#define SOUPD_DEFAULT_MODEL_DIR "model"
+#endif
+
+static void usage(FILE *f) {
+  fprintf(f, "usage:\n"
+             "  soupd [--config FILE] [--listen ADDR:PORT] [--data-dir DIR] [--model DIR]\n"
+             "        [--device auto|cpu|cuda[:N]] [--log-level LEVEL] [--<option> VALUE ...]\n"
+             "  soupd token create --data-dir DIR --role admin|provider|client [--provider NAME]\n"
+             "  soupd tokenize --model DIR TEXT\n"
+             "  soupd version\n"
+             "  soupd config        print every option with its default\n");
+}
+
+/* Finds "--name VALUE" or "--name=VALUE" at argv[*i]; advances *i. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name) {
+  size_t n = strlen(name);
+  const char *a = argv[*i];
+  if (strncmp(a, name, n) != 0) return NULL;
+  if (a[n] == '=') return a + n + 1;
+  if (a[n] == 0 && *i + 1 < argc) return argv[++*i];
+  return NULL;
+}
+
+static int cmd_token(int argc, char **argv) {
+  const char *dir = "./var", *role = NULL, *provider = NULL, *v;
+  if (argc < 3 || strcmp(argv[2], "create") != 0) {
+    usage(stderr);
+    return 2;
+  }
+  for (int i = 3; i < argc; i++) {
+    if ((v = flag_value(argc, argv, &i, "--data-dir")))
+      dir = v;
+    else if ((v = flag_value(argc, argv, &i, "--role")))
+      role = v;
+    else if ((v = flag_value(argc, argv, &i, "--provider")))
+      provider = v;
+    else {
+      fprintf(stderr, "soupd token create: unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!role) {
+    fprintf(stderr, "soupd token create: --role is required\n");
+    return 2;
+  }
+  char path[1100];
+  snprintf(path, sizeof path, "%s/soupd.db", dir);
+  struct registry *reg = NULL;
+  char *err = NULL, *tok = NULL;
+  if (registry_open(path, &reg, &err) != 0 ||
+      registry_token_create(reg, role, provider, &tok, NULL, &err) != 0) {
+    fprintf(stderr, "soupd token create: %s\n", err ? err : "failed");
+    free(err);
+    registry_close(reg);
+    return 1;
+  }
+  printf("%s\n", tok);
+  memset(tok, 0, strlen(tok));
+  free(tok);
+  registry_close(reg);
+  return 0;
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+  const char *model = SOUPD_DEFAULT_MODEL_DIR, *text = NULL, *v;
+  for (int i = 2; i < argc; i++) {
+    if ((v = flag_value(argc, argv, &i, "--model")))
+      model = v;
+    else if (!text)
+      text = argv[i];
+    else {
+      fprintf(stderr, "soupd tokenize: give the text as one argument\n");
+      return 2;
+    }
+  }
+  if (!text) {
+    usage(stderr);
+    return 2;
+  }
+  char *err = NULL;
+#ifndef HAVE_TOKENIZER
+  err = strdup("this build has no tokenizer");
+  if (1) {
+#else
+  if (tokenizer_cli_print(model, text, stdout, &err) != 0) {
+#endif
+    fprintf(stderr, "soupd tokenize: %s\n", err ? err : "failed");
+    free(err);
+    return 1;
+  }
+  return 0;
+}
+
+static int cmd_serve(int argc, char **argv) {
+  static struct app app;
+  const char *config_path = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *v = flag_value(argc, argv, &i, "--config");
+    if (v) config_path = v;
+  }
+  char *err = NULL;
+  if (config_load(&app.cfg, config_path, &err) != 0) goto fail;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return 0;
+    }
+    if (strncmp(a, "--", 2) != 0) {
+      fprintf(stderr, "soupd: unexpected argument %s\n", a);
+      usage(stderr);
+      return 2;
+    }
+    char name[64];
+    const char *eq = strchr(a, '='), *val;
+    size_t n = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+    if (n >= sizeof name) n = sizeof name - 1;
+    memcpy(name, a + 2, n);
+    name[n] = 0;
+    if (eq)
+      val = eq + 1;
+    else if (i + 1 < argc)
+      val = argv[++i];
+    else {
+      fprintf(stderr, "soupd: option --%s needs a value\n", name);
+      return 2;
+    }
+    if (strcmp(name, "config") == 0) continue;
+    if (config_set(&app.cfg, name, val, &err) != 0) goto fail;
+  }
+  int lvl = log_level_parse(app.cfg.log_level);
+  if (lvl < 0) {
+    err = strdup("log_level must be one of debug, info, warn, error");
+    goto fail;
+  }
+  log_set_level((enum log_level)lvl);
+  const char *dev = app.cfg.device;
+  if (strcmp(dev, "auto") != 0 && strcmp(dev, "cpu") != 0) {
+    if (strncmp(dev, "cuda", 4) == 0) {
+      err = strdup("--device cuda: this build has no usable CUDA backend; use --device cpu or "
+                   "auto");
+    } else {
+      err = strdup("--device must be auto, cpu or cuda[:N]");
+    }
+    goto fail;
+  }
+  if (strcmp(dev, "auto") == 0) log_info("device auto: no CUDA backend available, using the CPU");
+  snprintf(app.model_root, sizeof app.model_root, "%s",
+           app.cfg.model[0] ? app.cfg.model : SOUPD_DEFAULT_MODEL_DIR);
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  log_info("soupd %s starting (backends: %s)", SOUPD_VERSION, soupd_backends());
+  if (app_open(&app, &err) != 0) goto fail_app;
+  struct http_server *http = NULL;
+  if (http_start(&app, &http, &err) != 0) goto fail_app;
+  atomic_store(&app.ready, 1);
+  log_info("ready");
+
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  log_info("received %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  atomic_store(&app.stopping, 1);
+  http_stop(http);
+  app_close(&app);
+  log_info("stopped cleanly");
+  return 0;
+
+fail_app:
+  log_error("cannot start: %s", err ? err : "unknown error");
+  free(err);
+  app_close(&app);
+  return 1;
+fail:
+  fprintf(stderr, "soupd: %s\n", err ? err : "invalid arguments");
+  free(err);
+  return 2;
+}
 
 int main(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "soupd: not yet\n");
-  return 1;
+  if (argc > 1 && strcmp(argv[1], "version") == 0) {
+    printf("soupd %s\nbackends: %s\n", SOUPD_VERSION, soupd_backends());
+    return 0;
+  }
+  if (argc > 1 && strcmp(argv[1], "config") == 0) {
+    config_print_reference(stdout);
+    return 0;
+  }
+  if (argc > 1 && strcmp(argv[1], "token") == 0) return cmd_token(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc, argv);
+  return cmd_serve(argc, argv);
 }

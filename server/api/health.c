@@ -1,0 +1,23 @@
+/* health.c: liveness, readiness and version (no token needed). */
+#include <stdatomic.h>
+
+#include "api.h"
+#include "engine/app.h"
+#include "version.h"
+
+enum MHD_Result api_healthz(struct request *r) {
+  return reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+enum MHD_Result api_readyz(struct request *r) {
+  if (!atomic_load(&r->app->ready) || atomic_load(&r->app->stopping))
+    return reply_problemf(r, 503, "not ready: %s",
+                          atomic_load(&r->app->stopping) ? "shutting down"
+                                                         : "the soup is not materialized yet");
+  return reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+enum MHD_Result api_version(struct request *r) {
+  return reply_json(r, 200,
+                    json_pack("{s:s,s:s}", "version", SOUPD_VERSION, "backends", soupd_backends()));
+}

@@ -1,0 +1,256 @@
+/* shards.c: /shards: register (upload or server-side path), list, get,
+ * reweight, withdraw. Authorization of every object access (OWASP API1): a
+ * provider acts only on shards it owns; anything else is 403 and audited. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "engine/app.h"
+#include "http/auth.h"
+#include "log.h"
+#include "registry/registry.h"
+
+static enum MHD_Result reply_op_error(struct request *r, struct op_error *e) {
+  return reply_problem(r, (unsigned)e->status, e->detail, e->errors);
+}
+
+static enum MHD_Result reply_field(struct request *r, unsigned status, const char *field,
+                                   const char *msg) {
+  json_t *errs = json_array();
+  json_array_append_new(errs, json_pack("{s:s,s:s}", "field", field, "message", msg));
+  char detail[256];
+  snprintf(detail, sizeof detail, "%s: %s", field, msg);
+  return reply_problem(r, status, detail, errs);
+}
+
+static void sha_hex(EVP_MD_CTX *c, char hex[65]) {
+  unsigned char d[32];
+  EVP_DigestFinal_ex(c, d, NULL);
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Weight from a query string; 1.0 when absent. Returns 0 or -1. */
+static int parse_weight_str(const char *s, double *w) {
+  if (!s) {
+    *w = 1.0;
+    return 0;
+  }
+  char *end;
+  errno = 0;
+  *w = strtod(s, &end);
+  return (errno || end == s || *end || !isfinite(*w)) ? -1 : 0;
+}
+
+/* Copies an import file into tmp/ with its SHA-256; the original is untouched. */
+static int import_copy(struct request *r, const char *src, char hex[65], int64_t *size,
+                       char *detail, size_t dlen) {
+  int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) {
+    snprintf(detail, dlen, "cannot open the file: %s", strerror(errno));
+    return 404;
+  }
+  snprintf(r->upload_path, sizeof r->upload_path, "%s/import-%s.part", r->app->tmp_dir, r->id);
+  r->upload_fd = open(r->upload_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (r->upload_fd < 0) {
+    r->upload_path[0] = 0;
+    close(in);
+    snprintf(detail, dlen, "cannot create a temporary file: %s", strerror(errno));
+    return 500;
+  }
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+  static _Thread_local char buf[1 << 20];
+  ssize_t n;
+  int status = 0;
+  *size = 0;
+  while ((n = read(in, buf, sizeof buf)) > 0) {
+    *size += n;
+    if (*size > r->app->cfg.upload_max_bytes) {
+      snprintf(detail, dlen, "the file exceeds the limit of %lld bytes",
+               (long long)r->app->cfg.upload_max_bytes);
+      status = 413;
+      break;
+    }
+    EVP_DigestUpdate(c, buf, (size_t)n);
+    if (write(r->upload_fd, buf, (size_t)n) != n) {
+      snprintf(detail, dlen, "cannot copy the file: %s", strerror(errno));
+      status = errno == ENOSPC ? 507 : 500;
+      break;
+    }
+  }
+  if (n < 0 && !status) {
+    snprintf(detail, dlen, "cannot read the file: %s", strerror(errno));
+    status = 422;
+  }
+  if (!status && fsync(r->upload_fd) != 0) {
+    snprintf(detail, dlen, "cannot store the file: %s", strerror(errno));
+    status = 500;
+  }
+  close(in);
+  sha_hex(c, hex);
+  EVP_MD_CTX_free(c);
+  return status;
+}
+
+/* A path is importable if its real path lies inside a configured import directory. */
+static int path_importable(const struct app *a, const char *path, char *real, size_t len) {
+  char rp[PATH_MAX];
+  if (!realpath(path, rp)) return 0;
+  struct stat sb;
+  if (stat(rp, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;
+  char dirs[sizeof a->cfg.import_dirs];
+  snprintf(dirs, sizeof dirs, "%s", a->cfg.import_dirs);
+  char *save = NULL;
+  for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    char rd[PATH_MAX];
+    if (!realpath(d, rd)) continue;
+    size_t n = strlen(rd);
+    if (strncmp(rp, rd, n) == 0 && rp[n] == '/') {
+      snprintf(real, len, "%s", rp);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+enum MHD_Result api_shards_create(struct request *r) {
+  struct app *a = r->app;
+  struct shard_input in = {0};
+  char hex[65];
+  json_t *j = r->json;
+  if (r->upload) {
+    sha_hex(r->upload_sha, hex);
+    close(r->upload_fd);
+    r->upload_fd = -1;
+    in.tmp_path = r->upload_path;
+    in.size_bytes = (int64_t)r->upload_len;
+    in.name = request_arg(r, "name");
+    in.description = request_arg(r, "description");
+    if (parse_weight_str(request_arg(r, "weight"), &in.weight) != 0)
+      return reply_field(r, 422, "weight", "a positive number");
+    in.provider = r->who.role == ROLE_ADMIN ? request_arg(r, "provider") : r->who.provider;
+  } else {
+    if (!j)
+      return reply_problemf(r, 415,
+                            "send the safetensors file as application/octet-stream, or "
+                            "(admins) a JSON object with a path");
+    if (r->who.role != ROLE_ADMIN)
+      return auth_deny(r, 0, "registering a shard by server-side path needs role admin");
+    json_t *jw = json_object_get(j, "weight");
+    const char *path = json_string_value(json_object_get(j, "path"));
+    in.name = json_string_value(json_object_get(j, "name"));
+    in.provider = json_string_value(json_object_get(j, "provider"));
+    in.description = json_string_value(json_object_get(j, "description"));
+    in.metadata = json_object_get(j, "metadata");
+    if (in.metadata && json_is_null(in.metadata)) in.metadata = NULL;
+    if (jw && !json_is_number(jw)) return reply_field(r, 422, "weight", "a positive number");
+    in.weight = jw ? json_number_value(jw) : 1.0;
+    if (!path) return reply_field(r, 422, "path", "required: a file inside an import directory");
+    char real[PATH_MAX];
+    if (!path_importable(a, path, real, sizeof real))
+      return auth_deny(r, 0, "path is not a file inside a configured import directory");
+    char detail[256];
+    int st = import_copy(r, real, hex, &in.size_bytes, detail, sizeof detail);
+    if (st) return reply_problem(r, (unsigned)st, detail, NULL);
+    close(r->upload_fd);
+    r->upload_fd = -1;
+    in.tmp_path = r->upload_path;
+  }
+  if (!in.name) return reply_field(r, 422, "name", "required");
+  if (!in.provider || !*in.provider) in.provider = "admin";
+  in.sha256 = hex;
+  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
+  struct op_error e = {0};
+  json_t *result = NULL;
+  if (app_shard_register(a, &who, &in, &result, &e) != 0) return reply_op_error(r, &e);
+  return reply_json(r, 201, result);
+}
+
+enum MHD_Result api_shards_list(struct request *r) {
+  const char *status = request_arg(r, "status"), *provider = request_arg(r, "provider");
+  if (status && strcmp(status, "active") != 0 && strcmp(status, "withdrawn") != 0)
+    return reply_field(r, 422, "status", "one of active, withdrawn");
+  json_t *out = NULL;
+  char *err = NULL;
+  if (registry_shard_list_json(r->app->reg, status, provider, &out, &err) != 0) {
+    free(err);
+    return reply_problemf(r, 500, "cannot read the registry");
+  }
+  return reply_json(r, 200, out);
+}
+
+/* Loads the {id} shard or replies 404. */
+static int shard_load(struct request *r, struct registry_shard *s, enum MHD_Result *res) {
+  char *err = NULL;
+  int rc = registry_shard_get(r->app->reg, r->path_id, s, &err);
+  free(err);
+  if (rc == 0) return 0;
+  *res = rc == REGISTRY_ENOTFOUND
+             ? reply_problemf(r, 404, "no shard with id %lld", (long long)r->path_id)
+             : reply_problemf(r, 500, "cannot read the registry");
+  return -1;
+}
+
+enum MHD_Result api_shards_get(struct request *r) {
+  struct registry_shard s;
+  enum MHD_Result res;
+  if (shard_load(r, &s, &res) != 0) return res;
+  json_t *o = registry_shard_to_json(&s, 0);
+  registry_shard_clear(&s);
+  return reply_json(r, 200, o);
+}
+
+/* Loads the shard and checks that the caller owns it (403 + audit if not). */
+static int shard_owned(struct request *r, enum MHD_Result *res) {
+  struct registry_shard s;
+  if (shard_load(r, &s, res) != 0) return -1;
+  int ok = auth_owns(r, s.provider);
+  registry_shard_clear(&s);
+  if (ok) return 0;
+  char what[160];
+  snprintf(what, sizeof what, "shard %lld belongs to another provider", (long long)r->path_id);
+  *res = auth_deny(r, r->path_id, what);
+  return -1;
+}
+
+enum MHD_Result api_shards_patch(struct request *r) {
+  enum MHD_Result res;
+  if (shard_owned(r, &res) != 0) return res;
+  json_t *jw = r->json ? json_object_get(r->json, "weight") : NULL;
+  if (!jw || !json_is_number(jw)) return reply_field(r, 422, "weight", "required: a number > 0");
+  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
+  struct op_error e = {0};
+  json_t *result = NULL;
+  if (app_shard_reweight(r->app, &who, r->path_id, json_number_value(jw), &result, &e) != 0)
+    return reply_op_error(r, &e);
+  return reply_json(r, 200, result);
+}
+
+enum MHD_Result api_shards_withdraw(struct request *r) {
+  enum MHD_Result res;
+  if (shard_owned(r, &res) != 0) return res;
+  const char *reason = NULL;
+  int purge = 1;
+  if (r->json) {
+    json_t *jr = json_object_get(r->json, "reason"), *jp = json_object_get(r->json, "purge");
+    if (jr && !json_is_string(jr)) return reply_field(r, 422, "reason", "a string");
+    if (jr && json_string_length(jr) > 4096)
+      return reply_field(r, 422, "reason", "at most 4096 bytes");
+    if (jp && !json_is_boolean(jp)) return reply_field(r, 422, "purge", "true or false");
+    reason = json_string_value(jr);
+    if (jp) purge = json_is_true(jp);
+  }
+  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
+  struct op_error e = {0};
+  json_t *result = NULL;
+  if (app_shard_withdraw(r->app, &who, r->path_id, reason, purge, &result, &e) != 0)
+    return reply_op_error(r, &e);
+  return reply_json(r, 200, result);
+}

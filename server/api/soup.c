@@ -1,0 +1,75 @@
+/* soup.c: /soup, /soup/history, /soup/verify (the unlearning proof), and
+ * /soup/export (the live soup as a safetensors file). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "engine/app.h"
+#include "registry/registry.h"
+#include "soup/soup.h"
+
+enum MHD_Result api_soup_get(struct request *r) {
+  return reply_json(r, 200, app_soup_json(r->app, r->who.role == ROLE_ADMIN));
+}
+
+enum MHD_Result api_soup_history(struct request *r) {
+  const char *s = request_arg(r, "since"), *l = request_arg(r, "limit");
+  char *end = NULL;
+  long long since = s ? strtoll(s, &end, 10) : -1;
+  if (s && (*end || since < -1)) return reply_problemf(r, 422, "since: an integer >= 0");
+  long long limit = l ? strtoll(l, &end, 10) : 1000;
+  if (l && (*end || limit < 1 || limit > 1000))
+    return reply_problemf(r, 422, "limit: an integer in [1, 1000]");
+  json_t *out = NULL;
+  char *err = NULL;
+  if (registry_soup_version_list(r->app->reg, since, limit, &out, &err) != 0) {
+    free(err);
+    return reply_problemf(r, 500, "cannot read the registry");
+  }
+  return reply_json(r, 200, out);
+}
+
+enum MHD_Result api_soup_verify(struct request *r) {
+  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
+  struct op_error e = {0};
+  json_t *result = NULL;
+  if (app_soup_verify(r->app, &who, &result, &e) != 0)
+    return reply_problem(r, (unsigned)e.status, e.detail, e.errors);
+  return reply_json(r, 200, result);
+}
+
+/* Writes the acquired live version to an unlinked temporary file and streams it. */
+enum MHD_Result api_soup_export(struct request *r) {
+  struct app *a = r->app;
+  char path[1200];
+  snprintf(path, sizeof path, "%s/export-%s.safetensors", a->tmp_dir, r->id);
+  FILE *fp = fopen(path, "w+e");
+  if (!fp) return reply_problemf(r, 500, "cannot create the export file: %s", strerror(errno));
+  unlink(path);
+  const struct soup_version *v = soup_acquire(a->soup);
+  char *err = NULL;
+  json_t *meta = json_pack("{s:s,s:s}", "format", "pt", "base_unet_sha256", a->base_sha256);
+  int rc = soup_export_fp(v, fp, meta, &err);
+  json_decref(meta);
+  char ver[32], hash[65];
+  snprintf(ver, sizeof ver, "%llu", (unsigned long long)v->version);
+  memcpy(hash, v->hash_hex, 65);
+  soup_release(a->soup, v);
+  if (rc != 0 || fflush(fp) != 0) {
+    fclose(fp);
+    enum MHD_Result res = reply_problemf(r, 500, "export failed: %s", err ? err : "write error");
+    free(err);
+    return res;
+  }
+  long size = ftell(fp);
+  int fd = dup(fileno(fp));
+  fclose(fp);
+  if (fd < 0 || size < 0) return reply_problemf(r, 500, "export failed");
+  char disp[128];
+  snprintf(disp, sizeof disp, "attachment; filename=\"soup-v%s.safetensors\"", ver);
+  const char *h[] = {"X-Soup-Version", ver, "X-Soup-Hash", hash, "Content-Disposition", disp, NULL};
+  return reply_fd(r, 200, "application/octet-stream", fd, (uint64_t)size, h);
+}

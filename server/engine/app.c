@@ -1,0 +1,234 @@
+/* app.c: opening the daemon's state in a safe order, and closing it.
+ *
+ * Start-up: data directory (0700) with shards/ and tmp/ -> registry (WAL,
+ * synchronous=FULL, checked) -> base model -> soup rebuilt from the stored
+ * files of the committed active shards -> the live version equals the
+ * registry's latest. Leftovers of a crash are cleaned: tmp/ is emptied and a
+ * stored file that no shard row references (a registration that died before
+ * its commit) is removed, as is the file of a purging withdrawal that died
+ * after its commit. */
+#include "app.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/model_dir.h"
+#include "formats/safetensors.h"
+#include "log.h"
+#include "registry/registry.h"
+#include "soup/soup.h"
+
+static char *errf(const char *fmt, const char *a, const char *b) {
+  char buf[1200];
+  snprintf(buf, sizeof buf, fmt, a, b);
+  return strdup(buf);
+}
+
+void app_shard_path(const struct app *a, const char *sha256, char *out, size_t len) {
+  snprintf(out, len, "%s/%s.safetensors", a->shards_dir, sha256);
+}
+
+static int mkdir_p(const char *dir, char **err) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s", dir);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) goto fail;
+    *p = '/';
+  }
+  if (mkdir(tmp, 0700) != 0 && errno != EEXIST) goto fail;
+  return 0;
+fail:
+  *err = errf("cannot create directory %s: %s", tmp, strerror(errno));
+  return -1;
+}
+
+static int file_sha256(const char *path, char hex[65]) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+  static _Thread_local unsigned char buf[1 << 20];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) EVP_DigestUpdate(c, buf, (size_t)n);
+  close(fd);
+  unsigned char d[32];
+  EVP_DigestFinal_ex(c, d, NULL);
+  EVP_MD_CTX_free(c);
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  return n < 0 ? -1 : 0;
+}
+
+/* Empties tmp/ and removes stored files no active shard needs. */
+static void app_gc(struct app *a) {
+  DIR *d = opendir(a->tmp_dir);
+  struct dirent *e;
+  char path[2300];
+  while (d && (e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "%s/%s", a->tmp_dir, e->d_name);
+    if (unlink(path) == 0) log_info("removed leftover temporary file tmp/%s", e->d_name);
+  }
+  if (d) closedir(d);
+  d = opendir(a->shards_dir);
+  while (d && (e = readdir(d))) {
+    size_t n = strlen(e->d_name);
+    if (n != 64 + 12 || strcmp(e->d_name + 64, ".safetensors") != 0) continue;
+    char sha[65];
+    memcpy(sha, e->d_name, 64);
+    sha[64] = 0;
+    struct registry_shard *rows = NULL;
+    size_t nrows = 0;
+    char *err = NULL;
+    if (registry_shard_list(a->reg, NULL, NULL, &rows, &nrows, &err) != 0) {
+      free(err);
+      break;
+    }
+    int keep = 0;
+    for (size_t i = 0; i < nrows; i++) {
+      if (strcmp(rows[i].sha256, sha) != 0) continue;
+      if (rows[i].status == REGISTRY_SHARD_ACTIVE) keep = 1;
+      /* a withdrawn row keeps its file unless the withdrawal purged it */
+      else if (!(rows[i].metadata && json_is_true(json_object_get(rows[i].metadata, "_purge"))))
+        keep = 1;
+    }
+    registry_shard_rows_free(rows, nrows);
+    if (!keep) {
+      snprintf(path, sizeof path, "%s/%s", a->shards_dir, e->d_name);
+      if (unlink(path) == 0) log_info("removed unreferenced stored shard %.12s", sha);
+    }
+  }
+  if (d) closedir(d);
+}
+
+/* Re-applies every committed active shard, in id order. */
+static int app_soup_rebuild(struct app *a, char **err) {
+  struct registry_shard *rows = NULL;
+  size_t n = 0;
+  if (registry_shard_list(a->reg, "active", NULL, &rows, &n, err) != 0) return -1;
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    char path[1200];
+    app_shard_path(a, rows[i].sha256, path, sizeof path);
+    struct st_file *f = NULL;
+    char *e2 = NULL;
+    if (st_open(path, &f, &e2) != 0) {
+      *err = errf("active shard %s: its stored file cannot be read (%s); refusing to serve a "
+                  "soup that differs from the registry",
+                  rows[i].name, e2 ? e2 : "?");
+      free(e2);
+      rc = -1;
+      break;
+    }
+    if (soup_apply_st(a->soup, f, rows[i].weight_q, &e2) != 0) {
+      *err = errf("active shard %s: %s", rows[i].name, e2 ? e2 : "?");
+      free(e2);
+      rc = -1;
+    }
+    st_close(f);
+  }
+  registry_shard_rows_free(rows, n);
+  if (rc != 0) return rc;
+  if (n > 0 && soup_materialize_spare(a->soup, err) != 0) return -1;
+  struct registry_soup_version v;
+  char hex[65];
+  soup_hash_hex(a->soup, hex);
+  int vr = registry_soup_version_latest(a->reg, &v, err);
+  if (vr == REGISTRY_ENOTFOUND) {
+    free(*err);
+    *err = NULL;
+    json_t *members = json_array();
+    rc = registry_soup_version_insert(a->reg, 0, hex, 0, members, err);
+    json_decref(members);
+    log_info("soup version 0 (the base) hash %.16s", hex);
+    return rc;
+  }
+  if (vr != 0) return -1;
+  if (n > 0 && soup_switch(a->soup, (uint64_t)v.version, err) != 0) {
+    registry_soup_version_clear(&v);
+    return -1;
+  }
+  if (strcmp(v.hash, hex) != 0)
+    log_warn("soup version %lld: rebuilt hash %.16s differs from the recorded %.16s (algorithm "
+             "change?)",
+             (long long)v.version, hex, v.hash);
+  log_info("soup version %lld rebuilt from %zu active shard(s), hash %.16s", (long long)v.version,
+           n, hex);
+  registry_soup_version_clear(&v);
+  return 0;
+}
+
+static int app_first_admin_token(struct app *a, char **err) {
+  int64_t n = 0;
+  if (registry_token_count(a->reg, "admin", &n, err) != 0) return -1;
+  if (n > 0) return 0;
+  char *tok = NULL;
+  if (registry_token_create(a->reg, "admin", NULL, &tok, NULL, err) != 0) return -1;
+  char path[1200];
+  snprintf(path, sizeof path, "%s/admin.token", a->cfg.data_dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int ok = fd >= 0 && write(fd, tok, strlen(tok)) == (ssize_t)strlen(tok) &&
+           write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+  if (fd >= 0) close(fd);
+  memset(tok, 0, strlen(tok));
+  free(tok);
+  if (!ok) {
+    *err = errf("cannot write the admin token file %s: %s", path, strerror(errno));
+    return -1;
+  }
+  log_info("created the first admin token; it is in %s (mode 0600)", path);
+  return 0;
+}
+
+static enum dtype infer_dtype(const char *s) {
+  int d = dtype_from_name(s);
+  return d == DT_F16 || d == DT_BF16 ? (enum dtype)d : DT_F32;
+}
+
+int app_open(struct app *a, char **err) {
+  pthread_mutex_init(&a->update_mu, NULL);
+  snprintf(a->shards_dir, sizeof a->shards_dir, "%s/shards", a->cfg.data_dir);
+  snprintf(a->tmp_dir, sizeof a->tmp_dir, "%s/tmp", a->cfg.data_dir);
+  snprintf(a->db_path, sizeof a->db_path, "%s/soupd.db", a->cfg.data_dir);
+  if (mkdir_p(a->cfg.data_dir, err) || mkdir_p(a->shards_dir, err) || mkdir_p(a->tmp_dir, err))
+    return -1;
+  if (registry_open(a->db_path, &a->reg, err) != 0) return -1;
+  log_info("registry %s open (WAL, synchronous=FULL)", a->db_path);
+  if (app_first_admin_token(a, err) != 0) return -1;
+
+  if (model_dir_open(a->model_root, &a->model, err) != 0) return -1;
+  if (st_open(a->model->unet_weights, &a->base, err) != 0) return -1;
+  if (file_sha256(a->model->unet_weights, a->base_sha256) != 0) {
+    *err = strdup("cannot read the base UNet");
+    return -1;
+  }
+  const char *slash = strrchr(a->model_root, '/');
+  snprintf(a->base_name, sizeof a->base_name, "%s", slash && slash[1] ? slash + 1 : a->model_root);
+  log_info("base model %s: UNet with %zu tensors, sha256 %.16s", a->base_name, a->base->n_tensors,
+           a->base_sha256);
+
+  if (soup_new(a->base, soup_backend_cpu(), infer_dtype(a->cfg.infer_dtype), &a->soup, err) != 0)
+    return -1;
+  a->device = "cpu";
+  app_gc(a);
+  return app_soup_rebuild(a, err);
+}
+
+void app_close(struct app *a) {
+  if (a->soup) soup_free(a->soup);
+  a->soup = NULL;
+  if (a->base) st_close(a->base);
+  a->base = NULL;
+  if (a->model) model_dir_close(a->model);
+  a->model = NULL;
+  registry_close(a->reg);
+  a->reg = NULL;
+}

@@ -1,0 +1,91 @@
+/* app.h: the daemon's state, shared by the HTTP threads and the engine.
+ *
+ * Invariants: reg, model, base and soup are set before HTTP starts and live
+ * until it has stopped. Every change to the soup (register, withdraw,
+ * reweight, verify) holds update_mu from its first write to its reply, so
+ * changes are serialized; readers use soup_acquire/soup_release. The live soup
+ * version always equals the latest version committed in the registry once
+ * ready is set. */
+#pragma once
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct registry;
+struct model_dir;
+struct st_file;
+struct soup;
+
+struct app {
+  struct config cfg;
+  char db_path[1100];
+  char shards_dir[1100];
+  char tmp_dir[1100];
+  char model_root[1100];
+  char base_name[256];
+  char base_sha256[65];
+  struct registry *reg;
+  struct model_dir *model;
+  struct st_file *base;
+  struct soup *soup;
+  const char *device; /* backend name in use */
+  pthread_mutex_t update_mu;
+  char updated_at[40];
+  double last_update_ms;
+  atomic_int ready;
+  atomic_int stopping;
+};
+
+/* The caller of a change, for authorization and the audit log. */
+struct actor {
+  int64_t token_id;
+  const char *name;     /* "admin#1", "provider:acme#4" */
+  const char *provider; /* owner name for new shards */
+};
+
+/* The outcome of a failed operation, mapped to problem+json by the API. */
+struct op_error {
+  int status;       /* HTTP status */
+  char detail[600]; /* never a server path */
+  json_t *errors;   /* {field, message} array or NULL (owned) */
+};
+
+/* Opens the data directory, the registry, the base model, builds the soup
+ * from the committed registry state. */
+int app_open(struct app *a, char **err);
+void app_close(struct app *a);
+
+/* Path of a stored shard file (content-addressed). */
+void app_shard_path(const struct app *a, const char *sha256, char *out, size_t len);
+
+/* A soup change, durably (DESIGN.md 5.6): validate, build aside, commit
+ * registry row + audit event + soup version in one transaction, switch, and
+ * only then return. `result` gets {"shard", "soup"}. */
+struct shard_input {
+  const char *tmp_path; /* a fully written, fsynced file under tmp_dir */
+  const char *sha256;
+  int64_t size_bytes;
+  const char *name;
+  double weight;
+  const char *provider;
+  const char *description;
+  const json_t *metadata;
+};
+int app_shard_register(struct app *a, const struct actor *who, const struct shard_input *in,
+                       json_t **result, struct op_error *e);
+int app_shard_withdraw(struct app *a, const struct actor *who, int64_t id, const char *reason,
+                       int purge, json_t **result, struct op_error *e);
+int app_shard_reweight(struct app *a, const struct actor *who, int64_t id, double weight,
+                       json_t **result, struct op_error *e);
+/* POST /soup/verify: {"live_hash", "rebuilt_hash", "match", "ms"}. */
+int app_soup_verify(struct app *a, const struct actor *who, json_t **result, struct op_error *e);
+/* GET /soup body (admin adds base.path). */
+json_t *app_soup_json(struct app *a, int admin);
+/* {"version", "hash"} of the live soup plus members. */
+json_t *app_soup_brief(struct app *a);
+/* Records an auth.denied audit event. */
+void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, const char *what);

@@ -1,0 +1,571 @@
+/* shard_ops.c: register, withdraw and reweight, each in the durable order of
+ * DESIGN.md 5.6:
+ *   validate (nothing changed yet) -> lock the update mutex -> build the new
+ *   soup aside (accumulator in place, spare inference copy) -> commit the
+ *   registry row, the audit event and the soup version in ONE transaction ->
+ *   switch the live soup -> reply.
+ * A failure before the commit undoes the accumulator exactly (integer
+ * arithmetic) and leaves the registry, the store and the live soup as they
+ * were. A crash anywhere restarts into the committed state (app.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "formats/model_dir.h"
+#include "formats/safetensors.h"
+#include "log.h"
+#include "registry/registry.h"
+#include "soup/soup.h"
+
+#define SOUP_ALGORITHM "soupd-exact-int64/1"
+#define NAME_MAX_LEN 128
+#define DESCRIPTION_MAX 4096
+#define METADATA_MAX 64
+
+static int fail(struct op_error *e, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct op_error *e, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->detail, sizeof e->detail, fmt, ap);
+  va_end(ap);
+  e->status = status;
+  return -1;
+}
+
+static int fail_field(struct op_error *e, int status, const char *field, const char *msg) {
+  if (!e->errors) e->errors = json_array();
+  json_array_append_new(e->errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
+  return fail(e, status, "%s: %s", field, msg);
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void stamp_now(char *out, size_t len) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char b[32];
+  strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out, len, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
+}
+
+static int registry_status(int rc) {
+  return rc == REGISTRY_ENOTFOUND   ? 404
+         : rc == REGISTRY_ECONFLICT ? 409
+         : rc == REGISTRY_EINVAL    ? 422
+         : rc == REGISTRY_EBUSY     ? 503
+                                    : 500;
+}
+
+/* The ordered member set of the active shards, with shares of the total. */
+static json_t *members_json(struct app *a, char **err) {
+  struct registry_shard *rows = NULL;
+  size_t n = 0;
+  if (registry_shard_list(a->reg, "active", NULL, &rows, &n, err) != 0) return NULL;
+  int64_t K = 0;
+  for (size_t i = 0; i < n; i++) K += rows[i].weight_q;
+  json_t *m = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(m, json_pack("{s:I,s:s,s:s,s:f,s:f}", "id", (json_int_t)rows[i].id,
+                                       "name", rows[i].name, "sha256", rows[i].sha256, "weight",
+                                       soup_weight_value(rows[i].weight_q), "share",
+                                       (double)rows[i].weight_q / (double)K));
+  registry_shard_rows_free(rows, n);
+  return m;
+}
+
+json_t *app_soup_brief(struct app *a) {
+  const struct soup_version *v = soup_acquire(a->soup);
+  char *err = NULL;
+  json_t *m = members_json(a, &err);
+  free(err);
+  json_t *o = json_pack("{s:I,s:s,s:o}", "version", (json_int_t)v->version, "hash", v->hash_hex,
+                        "members", m ? m : json_array());
+  soup_release(a->soup, v);
+  return o;
+}
+
+json_t *app_soup_json(struct app *a, int admin) {
+  const struct soup_version *v = soup_acquire(a->soup);
+  struct soup_stats st;
+  soup_stats_get(a->soup, &st);
+  char *err = NULL;
+  json_t *m = members_json(a, &err);
+  free(err);
+  json_t *base = json_pack("{s:s,s:s}", "name", a->base_name, "unet_sha256", a->base_sha256);
+  if (admin) json_object_set_new(base, "path", json_string(a->model->unet_weights));
+  size_t bytes = 0;
+  for (size_t i = 0; i < v->n_tensors; i++) bytes += (size_t)v->tensors[i].numel;
+  bytes *= dtype_size(v->dtype);
+  json_t *o = json_pack(
+      "{s:I,s:s,s:o,s:o,s:s,s:s,s:I,s:I,s:s?,s:f}", "version", (json_int_t)v->version, "hash",
+      v->hash_hex, "members", m ? m : json_array(), "base", base, "dtype", dtype_name(v->dtype),
+      "device", a->device, "params", (json_int_t)st.params, "bytes", (json_int_t)bytes,
+      "updated_at", a->updated_at[0] ? a->updated_at : NULL, "last_update_ms", a->last_update_ms);
+  soup_release(a->soup, v);
+  return o;
+}
+
+void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, const char *what) {
+  json_t *detail = json_pack("{s:s}", "reason", what);
+  struct registry_event ev = {.type = "auth.denied",
+                              .principal = who->name,
+                              .token_id = who->token_id,
+                              .shard_id = shard_id,
+                              .soup_version_before = -1,
+                              .soup_version_after = -1,
+                              .outcome = REGISTRY_OUTCOME_DENIED,
+                              .detail = detail};
+  char *err = NULL;
+  /* a shard id that does not exist cannot be referenced */
+  struct registry_shard s;
+  if (shard_id && registry_shard_get(a->reg, shard_id, &s, NULL) == 0)
+    registry_shard_clear(&s);
+  else
+    ev.shard_id = 0;
+  if (registry_event_append(a->reg, &ev, NULL, &err) != 0)
+    log_error("cannot record auth.denied: %s", err ? err : "?");
+  free(err);
+  json_decref(detail);
+  log_warn("denied %s: %s", who->name, what);
+}
+
+/* The transaction shared by every change: the caller's registry statement
+ * (run by `change`), then the audit event and the new soup version. */
+struct commit_ctx {
+  struct app *a;
+  const struct actor *who;
+  const char *type;
+  const int64_t *shard_id; /* read after the change (a new row's id) */
+  const char *sha256;
+  uint64_t v_before, v_after;
+  const char *hash_before, *hash_after;
+  json_t *detail;
+};
+
+static int commit_change(struct commit_ctx *c, int (*change)(void *), void *arg,
+                         struct op_error *e) {
+  char *err = NULL;
+  int rc = registry_begin(c->a->reg, &err);
+  if (rc != 0) goto fail;
+  if ((rc = change(arg)) != 0) goto fail_rb;
+  json_t *members = members_json(c->a, &err);
+  if (!members) {
+    rc = REGISTRY_EFAIL;
+    goto fail_rb;
+  }
+  struct registry_event ev = {.type = c->type,
+                              .principal = c->who->name,
+                              .token_id = c->who->token_id,
+                              .shard_id = *c->shard_id,
+                              .sha256 = c->sha256,
+                              .soup_version_before = (int64_t)c->v_before,
+                              .soup_version_after = (int64_t)c->v_after,
+                              .soup_hash_before = c->hash_before,
+                              .soup_hash_after = c->hash_after,
+                              .members = members,
+                              .base_sha256 = c->a->base_sha256,
+                              .algorithm = SOUP_ALGORITHM,
+                              .outcome = REGISTRY_OUTCOME_OK,
+                              .detail = c->detail};
+  int64_t event_id = 0;
+  rc = registry_event_append(c->a->reg, &ev, &event_id, &err);
+  if (rc == 0)
+    rc = registry_soup_version_insert(c->a->reg, (int64_t)c->v_after, c->hash_after, event_id,
+                                      members, &err);
+  json_decref(members);
+  if (rc != 0) goto fail_rb;
+  rc = registry_commit(c->a->reg, &err);
+  if (rc != 0) goto fail;
+  return 0;
+fail_rb:
+  registry_rollback(c->a->reg);
+fail:
+  fail(e, registry_status(rc), "the registry refused the change: %s", err ? err : "unknown error");
+  if (rc == REGISTRY_EFAIL) log_error("registry: %s", err ? err : "?");
+  free(err);
+  return -1;
+}
+
+/* Switch to the committed version; record the update time. */
+static void publish(struct app *a, uint64_t version, double t0) {
+  char *err = NULL;
+  if (soup_switch(a->soup, version, &err) != 0) {
+    /* The registry already holds the new version; serving the old soup would
+     * break the withdrawal promise, so stop being ready until restart. */
+    log_error("soup switch to version %llu failed after commit: %s; not ready until restart",
+              (unsigned long long)version, err ? err : "?");
+    atomic_store(&a->ready, 0);
+  }
+  free(err);
+  a->last_update_ms = now_ms() - t0;
+  stamp_now(a->updated_at, sizeof a->updated_at);
+}
+
+static json_t *result_json(struct app *a, int64_t id) {
+  struct registry_shard s;
+  json_t *shard = NULL;
+  if (registry_shard_get(a->reg, id, &s, NULL) == 0) {
+    shard = registry_shard_to_json(&s, 0);
+    registry_shard_clear(&s);
+  }
+  json_t *soup = json_pack("{s:I,s:s}", "version", (json_int_t)0, "hash", "");
+  const struct soup_version *v = soup_acquire(a->soup);
+  json_object_set_new(soup, "version", json_integer((json_int_t)v->version));
+  json_object_set_new(soup, "hash", json_string(v->hash_hex));
+  soup_release(a->soup, v);
+  return json_pack("{s:o,s:o}", "shard", shard ? shard : json_null(), "soup", soup);
+}
+
+/* ---- register ---- */
+
+static int name_valid(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > NAME_MAX_LEN) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f || c == '/' || c == '\\') return 0;
+  }
+  return 1;
+}
+
+struct reg_arg {
+  struct app *a;
+  struct registry_shard_new in;
+  int64_t id;
+  char *err;
+};
+
+static int reg_change(void *p) {
+  struct reg_arg *r = p;
+  return registry_shard_insert(r->a->reg, &r->in, &r->id, &r->err);
+}
+
+int app_shard_register(struct app *a, const struct actor *who, const struct shard_input *in,
+                       json_t **result, struct op_error *e) {
+  double t0 = now_ms();
+  if (!name_valid(in->name))
+    return fail_field(e, 422, "name", "1 to 128 printable characters, no slashes");
+  int64_t kq = 0;
+  char *err = NULL;
+  if (soup_weight_quantize(in->weight, &kq, &err) != 0) {
+    fail_field(e, 422, "weight", err ? err : "out of range");
+    free(err);
+    return -1;
+  }
+  if (in->description && strlen(in->description) > DESCRIPTION_MAX)
+    return fail_field(e, 422, "description", "at most 4096 bytes");
+  if (in->metadata &&
+      (!json_is_object(in->metadata) || json_object_size(in->metadata) > METADATA_MAX))
+    return fail_field(e, 422, "metadata", "an object of at most 64 string values");
+  if (in->metadata) {
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in->metadata, k, v) {
+      if (!json_is_string(v) || strlen(k) > 128 || json_string_length(v) > 1024)
+        return fail_field(e, 422, "metadata", "keys up to 128 bytes, string values up to 1024");
+    }
+  }
+  struct registry_shard dup;
+  if (registry_shard_get_active_by_name(a->reg, in->name, &dup, NULL) == 0) {
+    fail(e, 409, "an active shard is already named '%s' (id %lld)", in->name, (long long)dup.id);
+    registry_shard_clear(&dup);
+    return -1;
+  }
+
+  /* Validate the file completely before anything changes. */
+  struct st_file *f = NULL;
+  if (st_open(in->tmp_path, &f, &err) != 0) {
+    fail_field(e, 422, "file", err ? err : "not a valid safetensors file");
+    free(err);
+    return -1;
+  }
+  e->errors = json_array();
+  if (st_check_compatible(a->base, f, e->errors, 10) != 0) {
+    st_close(f);
+    return fail(e, 422, "the checkpoint does not match the base UNet (%zu problem(s) listed)",
+                json_array_size(e->errors));
+  }
+  if (soup_check_shard_st(a->soup, f, e->errors, 10) != 0) {
+    st_close(f);
+    return fail(e, 422, "the checkpoint holds values the soup cannot accept (listed)");
+  }
+  json_decref(e->errors);
+  e->errors = NULL;
+  const char *dtype = f->n_tensors ? st_dtype_name(f->tensors[0].dtype) : "F32";
+  int64_t params = 0;
+  for (size_t i = 0; i < f->n_tensors; i++) params += (int64_t)f->tensors[i].numel;
+
+  pthread_mutex_lock(&a->update_mu);
+  char store[1200];
+  app_shard_path(a, in->sha256, store, sizeof store);
+  struct stat sb;
+  int existed = stat(store, &sb) == 0;
+  if (!existed && rename(in->tmp_path, store) != 0) {
+    pthread_mutex_unlock(&a->update_mu);
+    st_close(f);
+    return fail(e, 500, "cannot move the upload into the store: %s", strerror(errno));
+  }
+  int dfd = open(a->shards_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) fsync(dfd), close(dfd);
+
+  const struct soup_version *before = soup_acquire(a->soup);
+  uint64_t v_before = before->version;
+  char h_before[65];
+  memcpy(h_before, before->hash_hex, 65);
+  soup_release(a->soup, before);
+
+  if (soup_apply_st(a->soup, f, kq, &err) != 0) {
+    fail(e, 503, "the soup could not be updated: %s", err ? err : "?");
+    free(err);
+    goto undo_file;
+  }
+  char h_after[65];
+  soup_hash_hex(a->soup, h_after);
+  json_t *detail =
+      json_pack("{s:f,s:I}", "weight", soup_weight_value(kq), "weight_q", (json_int_t)kq);
+  struct reg_arg ra = {.a = a,
+                       .in = {.name = in->name,
+                              .provider = in->provider,
+                              .weight_q = kq,
+                              .sha256 = in->sha256,
+                              .size_bytes = in->size_bytes,
+                              .dtype = dtype,
+                              .tensors = (int64_t)f->n_tensors,
+                              .params = params,
+                              .description = in->description,
+                              .metadata = in->metadata}};
+  struct commit_ctx c = {a,        who,          "shard.registered", &ra.id,  in->sha256,
+                         v_before, v_before + 1, h_before,           h_after, detail};
+  int rc = commit_change(&c, reg_change, &ra, e);
+  free(ra.err);
+  json_decref(detail);
+  if (rc != 0) {
+    soup_rollback_st(a->soup, f, kq, NULL);
+    goto undo_file;
+  }
+  publish(a, v_before + 1, t0);
+  pthread_mutex_unlock(&a->update_mu);
+  st_close(f);
+  log_info("registered shard %lld '%s' (%.12s, weight %g) by %s: soup v%llu %.12s in %.0f ms",
+           (long long)ra.id, in->name, in->sha256, soup_weight_value(kq), who->name,
+           (unsigned long long)(v_before + 1), h_after, a->last_update_ms);
+  *result = result_json(a, ra.id);
+  return 0;
+
+undo_file:
+  if (!existed) unlink(store);
+  pthread_mutex_unlock(&a->update_mu);
+  st_close(f);
+  return -1;
+}
+
+/* ---- withdraw and reweight ---- */
+
+struct wd_arg {
+  struct app *a;
+  int64_t id;
+  const char *reason;
+  int64_t weight_q; /* reweight only */
+  char *err;
+};
+
+static int wd_change(void *p) {
+  struct wd_arg *w = p;
+  return registry_shard_withdraw(w->a->reg, w->id, w->reason, &w->err);
+}
+
+static int rw_change(void *p) {
+  struct wd_arg *w = p;
+  return registry_shard_set_weight(w->a->reg, w->id, w->weight_q, &w->err);
+}
+
+/* Common body of withdraw (new_kq == 0) and reweight. */
+static int shard_change(struct app *a, const struct actor *who, int64_t id, int64_t new_kq,
+                        const char *reason, int purge, json_t **result, struct op_error *e) {
+  double t0 = now_ms();
+  char *err = NULL;
+  pthread_mutex_lock(&a->update_mu);
+  struct registry_shard s;
+  int rc = registry_shard_get(a->reg, id, &s, &err);
+  if (rc != 0) {
+    pthread_mutex_unlock(&a->update_mu);
+    fail(e, registry_status(rc), "no shard with id %lld", (long long)id);
+    free(err);
+    return -1;
+  }
+  if (s.status != REGISTRY_SHARD_ACTIVE) {
+    fail(e, 409, "shard %lld is already withdrawn", (long long)id);
+    goto out;
+  }
+  int64_t delta = new_kq - s.weight_q;
+  if (delta == 0) { /* a reweight to the same weight changes nothing */
+    pthread_mutex_unlock(&a->update_mu);
+    registry_shard_clear(&s);
+    *result = result_json(a, id);
+    return 0;
+  }
+  char path[1200];
+  app_shard_path(a, s.sha256, path, sizeof path);
+  struct st_file *f = NULL;
+  if (st_open(path, &f, &err) != 0) {
+    log_error("shard %lld: stored file unreadable: %s", (long long)id, err ? err : "?");
+    free(err);
+    fail(e, 500, "the stored file of shard %lld cannot be read", (long long)id);
+    goto out;
+  }
+  const struct soup_version *before = soup_acquire(a->soup);
+  uint64_t v_before = before->version;
+  char h_before[65], h_after[65];
+  memcpy(h_before, before->hash_hex, 65);
+  soup_release(a->soup, before);
+  if (soup_apply_st(a->soup, f, delta, &err) != 0) {
+    fail(e, 503, "the soup could not be updated: %s", err ? err : "?");
+    free(err);
+    st_close(f);
+    goto out;
+  }
+  soup_hash_hex(a->soup, h_after);
+  json_t *detail = new_kq == 0
+                       ? json_pack("{s:s,s:b}", "reason", reason ? reason : "", "purge", purge)
+                       : json_pack("{s:f,s:f}", "weight_before", soup_weight_value(s.weight_q),
+                                   "weight_after", soup_weight_value(new_kq));
+  struct wd_arg w = {a, id, reason, new_kq, NULL};
+  struct commit_ctx c = {a,
+                         who,
+                         new_kq == 0 ? "shard.withdrawn" : "shard.reweighted",
+                         &id,
+                         s.sha256,
+                         v_before,
+                         v_before + 1,
+                         h_before,
+                         h_after,
+                         detail};
+  rc = commit_change(&c, new_kq == 0 ? wd_change : rw_change, &w, e);
+  free(w.err);
+  json_decref(detail);
+  if (rc != 0) {
+    soup_rollback_st(a->soup, f, delta, NULL);
+    st_close(f);
+    goto out;
+  }
+  publish(a, v_before + 1, t0);
+  st_close(f);
+  if (new_kq == 0 && purge) {
+    if (unlink(path) != 0 && errno != ENOENT)
+      log_error("shard %lld: cannot purge its stored file: %s", (long long)id, strerror(errno));
+  }
+  log_info("%s shard %lld '%s' by %s: soup v%llu %.12s in %.0f ms",
+           new_kq == 0 ? (purge ? "withdrew and purged" : "withdrew") : "reweighted", (long long)id,
+           s.name, who->name, (unsigned long long)(v_before + 1), h_after, a->last_update_ms);
+  pthread_mutex_unlock(&a->update_mu);
+  registry_shard_clear(&s);
+  *result = result_json(a, id);
+  return 0;
+out:
+  pthread_mutex_unlock(&a->update_mu);
+  registry_shard_clear(&s);
+  return -1;
+}
+
+int app_shard_withdraw(struct app *a, const struct actor *who, int64_t id, const char *reason,
+                       int purge, json_t **result, struct op_error *e) {
+  return shard_change(a, who, id, 0, reason, purge, result, e);
+}
+
+int app_shard_reweight(struct app *a, const struct actor *who, int64_t id, double weight,
+                       json_t **result, struct op_error *e) {
+  int64_t kq = 0;
+  char *err = NULL;
+  if (soup_weight_quantize(weight, &kq, &err) != 0) {
+    fail_field(e, 422, "weight", err ? err : "out of range");
+    free(err);
+    return -1;
+  }
+  return shard_change(a, who, id, kq, NULL, 0, result, e);
+}
+
+/* ---- verify ---- */
+
+int app_soup_verify(struct app *a, const struct actor *who, json_t **result, struct op_error *e) {
+  double t0 = now_ms();
+  char *err = NULL;
+  pthread_mutex_lock(&a->update_mu);
+  struct registry_shard *rows = NULL;
+  size_t n = 0;
+  if (registry_shard_list(a->reg, "active", NULL, &rows, &n, &err) != 0) {
+    pthread_mutex_unlock(&a->update_mu);
+    fail(e, 500, "registry: %s", err ? err : "?");
+    free(err);
+    return -1;
+  }
+  struct st_file **files = calloc(n + 1, sizeof *files);
+  struct soup_source *src = calloc(n + 1, sizeof *src);
+  struct soup_view **views = calloc(n + 1, sizeof *views);
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    char path[1200];
+    app_shard_path(a, rows[i].sha256, path, sizeof path);
+    if (st_open(path, &files[i], &err) != 0 ||
+        soup_views_from_st(files[i], &views[i], &src[i].n, &err) != 0) {
+      rc = fail(e, 500, "the stored file of shard %lld cannot be read", (long long)rows[i].id);
+      break;
+    }
+    src[i].v = views[i];
+    src[i].kq = rows[i].weight_q;
+  }
+  char rebuilt[65] = "", live[65];
+  soup_hash_hex(a->soup, live);
+  if (rc == 0 && soup_rebuild_hash(a->soup, src, n, rebuilt, &err) != 0)
+    rc = fail(e, 500, "rebuild failed: %s", err ? err : "?");
+  free(err);
+  for (size_t i = 0; i < n; i++) {
+    free(views[i]);
+    st_close(files[i]);
+  }
+  free(views), free(src), free(files);
+  registry_shard_rows_free(rows, n);
+  if (rc != 0) {
+    pthread_mutex_unlock(&a->update_mu);
+    return -1;
+  }
+  const struct soup_version *v = soup_acquire(a->soup);
+  uint64_t ver = v->version;
+  soup_release(a->soup, v);
+  int match = strcmp(live, rebuilt) == 0;
+  double ms = now_ms() - t0;
+  json_t *detail = json_pack("{s:s,s:b,s:f}", "rebuilt_hash", rebuilt, "match", match, "ms", ms);
+  struct registry_event ev = {.type = "soup.verified",
+                              .principal = who->name,
+                              .token_id = who->token_id,
+                              .soup_version_before = (int64_t)ver,
+                              .soup_version_after = (int64_t)ver,
+                              .soup_hash_before = live,
+                              .soup_hash_after = live,
+                              .base_sha256 = a->base_sha256,
+                              .algorithm = SOUP_ALGORITHM,
+                              .outcome = match ? REGISTRY_OUTCOME_OK : REGISTRY_OUTCOME_FAILED,
+                              .detail = detail};
+  if (registry_event_append(a->reg, &ev, NULL, &err) != 0) log_error("audit: %s", err);
+  free(err);
+  json_decref(detail);
+  pthread_mutex_unlock(&a->update_mu);
+  if (!match) log_error("soup verify: live %.16s != rebuilt %.16s", live, rebuilt);
+  *result = json_pack("{s:I,s:s,s:s,s:b,s:f}", "version", (json_int_t)ver, "live_hash", live,
+                      "rebuilt_hash", rebuilt, "match", match, "ms", ms);
+  return 0;
+}

@@ -1,0 +1,88 @@
+/* routes.c: the route table and the matcher. */
+#include "routes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+
+static const struct route routes[] = {
+    {.method = "GET", .pattern = "/healthz", .min_role = ROLE_NONE, .fn = api_healthz},
+    {.method = "GET", .pattern = "/readyz", .min_role = ROLE_NONE, .fn = api_readyz},
+    {.method = "GET", .pattern = "/version", .min_role = ROLE_NONE, .fn = api_version},
+    {.method = "POST",
+     .pattern = "/shards",
+     .min_role = ROLE_PROVIDER,
+     .body = BODY_JSON_OR_UPLOAD,
+     .fn = api_shards_create},
+    {.method = "GET", .pattern = "/shards", .min_role = ROLE_CLIENT, .fn = api_shards_list},
+    {.method = "GET", .pattern = "/shards/{id}", .min_role = ROLE_CLIENT, .fn = api_shards_get},
+    {.method = "PATCH",
+     .pattern = "/shards/{id}",
+     .min_role = ROLE_PROVIDER,
+     .body = BODY_JSON,
+     .fn = api_shards_patch},
+    {.method = "POST",
+     .pattern = "/shards/{id}/withdraw",
+     .min_role = ROLE_PROVIDER,
+     .body = BODY_JSON,
+     .fn = api_shards_withdraw},
+    {.method = "GET", .pattern = "/soup", .min_role = ROLE_CLIENT, .fn = api_soup_get},
+    {.method = "GET", .pattern = "/soup/history", .min_role = ROLE_CLIENT, .fn = api_soup_history},
+    {.method = "POST",
+     .pattern = "/soup/verify",
+     .min_role = ROLE_ADMIN,
+     .body = BODY_JSON,
+     .fn = api_soup_verify},
+    {.method = "GET", .pattern = "/soup/export", .min_role = ROLE_ADMIN, .fn = api_soup_export},
+    {.method = "GET", .pattern = "/events", .min_role = ROLE_CLIENT, .fn = api_events_list},
+};
+
+static int parse_id(const char *s, size_t n, int64_t *out) {
+  if (n == 0 || n > 18) return 0;
+  int64_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    v = v * 10 + (s[i] - '0');
+  }
+  if (v <= 0) return 0;
+  *out = v;
+  return 1;
+}
+
+/* Segment-wise match of path against pattern. */
+static int match(const char *pattern, const char *path, int64_t *id) {
+  const char *p = pattern, *q = path;
+  while (*p && *q) {
+    if (*p != '/' || *q != '/') return 0;
+    p++, q++;
+    const char *pe = strchrnul(p, '/'), *qe = strchrnul(q, '/');
+    size_t pl = (size_t)(pe - p), ql = (size_t)(qe - q);
+    if (pl == 4 && memcmp(p, "{id}", 4) == 0) {
+      if (!parse_id(q, ql, id)) return 0;
+    } else if (pl != ql || memcmp(p, q, pl) != 0) {
+      return 0;
+    }
+    p = pe, q = qe;
+  }
+  return *p == 0 && (*q == 0 || (q[0] == '/' && q[1] == 0));
+}
+
+const struct route *route_match(const char *method, const char *path, int64_t *id, int *path_known,
+                                char *allow, size_t allow_len) {
+  *path_known = 0;
+  allow[0] = 0;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    int64_t v = 0;
+    if (!match(routes[i].pattern, path, &v)) continue;
+    if (strcmp(routes[i].method, method) == 0) {
+      *id = v;
+      return &routes[i];
+    }
+    *path_known = 1;
+    size_t n = strlen(allow);
+    snprintf(allow + n, allow_len - n, "%s%s", n ? ", " : "", routes[i].method);
+  }
+  return NULL;
+}
