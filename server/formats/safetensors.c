@@ -562,8 +562,12 @@ static int st_header_build(const struct st_write_tensor *t, size_t n, const json
     }
     json_t *e = json_pack("{s:s, s:o, s:[I, I]}", "dtype", st_dtype_name(t[i].dtype), "shape",
                           shape, "data_offsets", (json_int_t)off, (json_int_t)end);
-    if (!e || json_object_set_new(root, name, e) < 0) {
-      rc = st_fail(err, ST_E_NOMEM, "tensor '%s': cannot build the header entry", QN(name));
+    if (!e) {
+      rc = st_fail(err, ST_E_NOMEM, "out of memory");
+      goto done;
+    }
+    if (json_object_set_new(root, name, e) < 0) {
+      rc = st_fail(err, ST_E_ARG, "tensor '%s': name is not valid UTF-8", QN(name));
       goto done;
     }
     off = end;

@@ -150,6 +150,9 @@ static void test_bad_cases(void **state) {
       fail_msg("case '%s': rc %d (want %d), message '%s' (must mention '%s')", c->what, rc,
                c->expect, err ? err : "(null)", c->mention ? c->mention : "");
     assert_null(f);
+    json_t *js = json_string(err); /* valid UTF-8: fit for a problem+json body */
+    if (!js) fail_msg("case '%s': message is not valid UTF-8", c->what);
+    json_decref(js);
     free(err);
     free(buf);
   }
@@ -472,6 +475,12 @@ static void test_write_round_trip(void **state) {
   assert_true(st_write(path, negative, 1, NULL, &err) < 0);
   free(err);
   assert_true(st_write(path, t, 1, badmeta, &err) < 0);
+  free(err);
+  const struct st_write_tensor notutf8[] = {{"bad\xff", ST_F32, 2, sa, a}};
+  assert_int_equal(st_write(path, notutf8, 1, NULL, &err), ST_E_ARG);
+  json_t *js = json_string(err);
+  assert_non_null(js);
+  json_decref(js);
   free(err);
   assert_int_equal(access(path, F_OK), -1);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
