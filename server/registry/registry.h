@@ -144,6 +144,8 @@ int registry_shard_list_json(struct registry *r, const char *status, const char 
 int registry_shard_withdraw(struct registry *r, int64_t id, const char *reason, char **err);
 /* Sets weight_q (> 0) of an active shard. ENOTFOUND / ECONFLICT (withdrawn). */
 int registry_shard_set_weight(struct registry *r, int64_t id, int64_t weight_q, char **err);
+/* Number of active and of withdrawn shards (for /stats); either may be NULL. */
+int registry_shard_counts(struct registry *r, int64_t *active, int64_t *withdrawn, char **err);
 /* Shard rows are never deleted (a trigger refuses DELETE): a failed
  * registration must roll its transaction back instead. */
 

@@ -324,3 +324,23 @@ int registry_shard_set_weight(struct registry *r, int64_t id, int64_t weight_q, 
   return shard_update(r, "UPDATE shards SET weight_q = ?2 WHERE id = ?1 AND status = 'active'", id,
                       NULL, weight_q, err);
 }
+
+int registry_shard_counts(struct registry *r, int64_t *active, int64_t *withdrawn, char **err) {
+  static const char *sql = "SELECT coalesce(sum(status = 'active'), 0), "
+                           "coalesce(sum(status = 'withdrawn'), 0) FROM shards";
+  sqlite3_stmt *st = NULL;
+  registry_lock(r);
+  int rc = REG_PREPARE(r, sql, &st, err);
+  if (rc) goto done;
+  int s = sqlite3_step(st);
+  if (s != SQLITE_ROW) {
+    rc = REG_SQL_FAIL(r, s, sql, err);
+    goto done;
+  }
+  if (active) *active = sqlite3_column_int64(st, 0);
+  if (withdrawn) *withdrawn = sqlite3_column_int64(st, 1);
+done:
+  sqlite3_finalize(st);
+  registry_unlock(r);
+  return rc;
+}

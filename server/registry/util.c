@@ -62,6 +62,14 @@ int reg_sql_fail(struct registry *r, int rc, const char *sql, const char *file, 
 int reg_prepare(struct registry *r, const char *sql, sqlite3_stmt **st, const char *file, int line,
                 char **err) {
   *st = NULL;
+  /* After an I/O error or similar SQLite may have rolled the transaction
+   * back on its own; refuse to run the caller's next statements in
+   * autocommit mode as if they were still part of it. */
+  if (r->in_tx && sqlite3_get_autocommit(r->db))
+    return reg_err(err, REGISTRY_EFAIL,
+                   "the transaction was rolled back after an error; call registry_rollback "
+                   "(at %s:%d)",
+                   short_file(file), line);
   int rc = sqlite3_prepare_v2(r->db, sql, -1, st, NULL);
   if (rc != SQLITE_OK) return reg_sql_fail(r, rc, sql, file, line, err);
   return 0;

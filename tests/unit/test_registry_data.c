@@ -217,6 +217,11 @@ static void test_withdraw_and_weight(void **state) {
   assert_null(rows);
   assert_int_equal(registry_shard_list(f->r, "bogus", NULL, &rows, &n, NULL), REGISTRY_EINVAL);
 
+  int64_t na = -1, nw = -1;
+  assert_int_equal(registry_shard_counts(f->r, &na, &nw, NULL), 0);
+  assert_int_equal(na, 1);
+  assert_int_equal(nw, 1);
+
   json_t *body = NULL;
   assert_int_equal(registry_shard_list_json(f->r, NULL, "acme", &body, NULL), 0);
   json_t *arr = json_object_get(body, "shards");
@@ -508,6 +513,16 @@ static void test_transaction_rollback_leaves_nothing(void **state) {
   add_shard(f->r, "x", "acme", 3, 0);
   add_shard(f->r, "kept", "acme", 4, REGISTRY_ECONFLICT);
   assert_int_equal(registry_rollback(f->r), 0);
+  assert_int_equal(raw_int(db, "SELECT count(*) FROM shards"), 1);
+  /* SQLite rolled the transaction back on its own (as after an I/O error;
+   * simulated here by a raw ROLLBACK): later statements are refused rather
+   * than run in autocommit mode, and commit fails. */
+  assert_int_equal(registry_begin(f->r, NULL), 0);
+  add_shard(f->r, "y", "acme", 5, 0);
+  assert_int_equal(REG_EXEC(f->r, "ROLLBACK", NULL), 0);
+  add_shard(f->r, "z", "acme", 6, REGISTRY_EFAIL);
+  assert_true(registry_commit(f->r, NULL) < 0);
+  assert_false(registry_in_transaction(f->r));
   assert_int_equal(raw_int(db, "SELECT count(*) FROM shards"), 1);
   /* commit/rollback without a transaction */
   assert_int_equal(registry_commit(f->r, NULL), REGISTRY_EINVAL);
