@@ -294,6 +294,11 @@ done:
 }
 
 int st_parse(const uint8_t *buf, size_t len, struct st_file **out, char **err) {
+  return st_parse_limit(buf, len, ST_MAX_HEADER_SIZE, out, err);
+}
+
+int st_parse_limit(const uint8_t *buf, size_t len, uint64_t max_header, struct st_file **out,
+                   char **err) {
   int rc = 0;
   json_t *root = NULL;
   struct st_file *f = NULL;
@@ -307,9 +312,10 @@ int st_parse(const uint8_t *buf, size_t len, struct st_file **out, char **err) {
   }
   uint64_t n = 0;
   for (int i = 7; i >= 0; i--) n = (n << 8) | buf[i];
-  if (n > ST_MAX_HEADER_SIZE) {
+  if (max_header == 0 || max_header > ST_MAX_HEADER_SIZE) max_header = ST_MAX_HEADER_SIZE;
+  if (n > max_header) {
     rc = st_fail(err, ST_E_HEADER_SIZE, "header length %llu exceeds the limit of %llu bytes",
-                 (unsigned long long)n, (unsigned long long)ST_MAX_HEADER_SIZE);
+                 (unsigned long long)n, (unsigned long long)max_header);
     goto fail;
   }
   uint64_t stop;
@@ -393,6 +399,10 @@ fail:
 }
 
 int st_open(const char *path, struct st_file **out, char **err) {
+  return st_open_limit(path, ST_MAX_HEADER_SIZE, out, err);
+}
+
+int st_open_limit(const char *path, uint64_t max_header, struct st_file **out, char **err) {
   static const uint8_t empty[1];
   *out = NULL;
   if (err) *err = NULL;
@@ -411,14 +421,14 @@ int st_open(const char *path, struct st_file **out, char **err) {
   size_t size = (size_t)st.st_size;
   if (size == 0) {
     close(fd);
-    return st_parse(empty, 0, out, err);
+    return st_parse_limit(empty, 0, max_header, out, err);
   }
   void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
   int e = errno;
   close(fd);
   if (map == MAP_FAILED)
     return st_fail(err, ST_E_IO, "cannot map the safetensors file: %s", strerror(e));
-  int rc = st_parse(map, size, out, err);
+  int rc = st_parse_limit(map, size, max_header, out, err);
   if (rc < 0) {
     munmap(map, size);
     return rc;
@@ -572,26 +582,31 @@ static int st_header_build(const struct st_write_tensor *t, size_t n, const json
     }
     off = end;
   }
-  dump = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  if (!dump) {
-    rc = st_fail(err, ST_E_ARG, "cannot serialize the header (invalid UTF-8 in a name?)");
+  /* json_dumpb into our own buffer: jansson may use custom allocators */
+  const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
+  size_t len = json_dumpb(root, NULL, 0, flags);
+  if (len == 0) {
+    rc = st_fail(err, ST_E_ARG, "cannot serialize the header");
     goto done;
   }
-  size_t len = strlen(dump), padded = (len + 7) & ~(size_t)7;
+  size_t padded = (len + 7) & ~(size_t)7;
   if (padded > ST_MAX_HEADER_SIZE) {
     rc = st_fail(err, ST_E_ARG, "header of %zu bytes exceeds the limit", padded);
     goto done;
   }
-  char *h = realloc(dump, padded + 1);
-  if (!h) {
+  if (!(dump = malloc(padded + 1))) {
     rc = st_fail(err, ST_E_NOMEM, "out of memory");
     goto done;
   }
-  dump = NULL;
-  memset(h + len, ' ', padded - len);
-  h[padded] = 0;
-  *hdr = h;
+  if (json_dumpb(root, dump, len, flags) != len) {
+    rc = st_fail(err, ST_E_ARG, "cannot serialize the header");
+    goto done;
+  }
+  memset(dump + len, ' ', padded - len);
+  dump[padded] = 0;
+  *hdr = dump;
   *hlen = padded;
+  dump = NULL;
 done:
   free(dump);
   json_decref(root);

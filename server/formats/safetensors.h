@@ -79,6 +79,13 @@ enum st_status {
 int st_parse(const uint8_t *buf, size_t len, struct st_file **out, char **err);
 /* Opens, validates and mmaps a file. */
 int st_open(const char *path, struct st_file **out, char **err);
+/* The same with a lower cap on N (0 < max_header <= ST_MAX_HEADER_SIZE): the
+ * JSON parser needs about 14x the header size in memory for a header of tiny
+ * entries, so servers taking uploads should cap N near what real UNets need
+ * (SD 1.x: ~100 KB). N above the cap fails with ST_E_HEADER_SIZE. */
+int st_parse_limit(const uint8_t *buf, size_t len, uint64_t max_header, struct st_file **out,
+                   char **err);
+int st_open_limit(const char *path, uint64_t max_header, struct st_file **out, char **err);
 void st_close(struct st_file *f);
 
 const struct st_tensor *st_find(const struct st_file *f, const char *name);

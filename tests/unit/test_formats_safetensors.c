@@ -185,6 +185,12 @@ static void expect_fail(const uint8_t *buf, size_t len, int want, const char *wh
   free(err);
 }
 
+static int restore_json_alloc(void **state) {
+  (void)state;
+  json_set_alloc_funcs(malloc, free);
+  return 0;
+}
+
 static void test_header_length(void **state) {
   (void)state;
   uint8_t small[8] = {2, 0, 0, 0, 0, 0, 0, 0};
@@ -215,6 +221,18 @@ static void test_header_length(void **state) {
   free(b);
   /* no JSON was even parsed for a lying length */
   assert_int_equal(g_json_peak, 0);
+
+  /* a server-chosen lower cap */
+  const char *h20 = "{" T1("w", "[1]", "[0,4]") "}"; /* 54 bytes */
+  b = build_h(h20, 4, &len);
+  struct st_file *g = NULL;
+  char *e = NULL;
+  assert_int_equal(st_parse_limit(b, len, 53, &g, &e), ST_E_HEADER_SIZE);
+  assert_non_null(strstr(e, "53"));
+  free(e);
+  assert_int_equal(st_parse_limit(b, len, 54, &g, &e), 0);
+  st_close(g);
+  free(b);
 
   /* a small real header costs a small, bounded amount */
   b = build_h("{" T1("w", "[1]", "[0,4]") "}", 4, &len);
@@ -366,6 +384,9 @@ static void test_reference_file(void **state) {
   assert_int_equal(st_find(f, "empty")->numel, 0);
   assert_string_equal(json_string_value(json_object_get(f->metadata, "format")), "pt");
   st_close(f);
+  assert_int_equal(st_open_limit(path, 64, &f, &err), ST_E_HEADER_SIZE);
+  assert_null(f);
+  free(err);
 
   /* st_open errors never show the server path */
   char dir[] = "/tmp/soupd_st_XXXXXX";
@@ -583,9 +604,12 @@ static void test_check_compatible(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bad_cases),        cmocka_unit_test(test_header_length),
-      cmocka_unit_test(test_good_cases),       cmocka_unit_test(test_reference_file),
-      cmocka_unit_test(test_write_round_trip), cmocka_unit_test(test_check_compatible),
+      cmocka_unit_test(test_bad_cases),
+      cmocka_unit_test_teardown(test_header_length, restore_json_alloc),
+      cmocka_unit_test(test_good_cases),
+      cmocka_unit_test(test_reference_file),
+      cmocka_unit_test(test_write_round_trip),
+      cmocka_unit_test(test_check_compatible),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
