@@ -12,7 +12,13 @@
  * END - BEGIN; the last END is the end of the file.
  * Nothing is allocated from the claimed N before N is checked against the
  * real buffer, so memory follows the real file size, never a claimed one.
- * Error messages name the tensor and never contain a server path.
+ * Error messages name the tensor (cut to ~120 bytes, control characters
+ * replaced), are valid UTF-8 and never contain a server path.
+ * Stricter than the reference (python safetensors 0.8 accepts these): a
+ * header starting with whitespace (its pending InvalidHeaderStart check), an
+ * entry with extra fields, rank above ST_MAX_DIMS, integers above INT64_MAX.
+ * st_open maps the file MAP_PRIVATE: the file must not be truncated while
+ * mapped (SIGBUS), so callers map files they own (the shard store).
  */
 #include "safetensors.h"
 
