@@ -62,8 +62,7 @@ struct soup_backend {
                     void *out, enum dtype out_dt, int64_t K, uint8_t *digest);
 
   /* out[i] = materialize(acc[i]) (K > 0). */
-  int (*materialize)(void *out, enum dtype out_dt, const int64_t *acc, int64_t n, int F,
-                     int64_t K);
+  int (*materialize)(void *out, enum dtype out_dt, const int64_t *acc, int64_t n, int F, int64_t K);
 
   /* out[i] = src[i] converted to out_dt, rounded to nearest even (K == 0:
    * the soup is the base). */

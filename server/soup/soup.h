@@ -51,9 +51,9 @@
 extern "C" {
 #endif
 
-#define SOUP_KQ_UNIT_BITS 16 /* weights are multiples of 2^-16 */
+#define SOUP_KQ_UNIT_BITS 16           /* weights are multiples of 2^-16 */
 #define SOUP_KQ_MAX (INT64_C(1) << 20) /* k <= 16 */
-#define SOUP_K_MAX (INT64_C(1) << 26) /* sum of k <= 1024 */
+#define SOUP_K_MAX (INT64_C(1) << 26)  /* sum of k <= 1024 */
 #define SOUP_HEADROOM_BITS 6
 
 /* One tensor of a shard or of the base: a host view (not owned). */
@@ -100,7 +100,9 @@ struct soup;
 
 /* k -> kq = round(k * 2^16); fails (err) unless 1 <= kq <= SOUP_KQ_MAX and k finite. */
 int soup_weight_quantize(double k, int64_t *kq, char **err);
-static inline double soup_weight_value(int64_t kq) { return (double)kq / 65536.0; }
+static inline double soup_weight_value(int64_t kq) {
+  return (double)kq / 65536.0;
+}
 
 /* Views of every tensor of an st_file (malloc'd array, views point into f). */
 int soup_views_from_st(const struct st_file *f, struct soup_view **views, size_t *n, char **err);
@@ -177,8 +179,7 @@ int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size
  * names, inference dtype; metadata may be NULL (soup version and hash are
  * added). */
 int soup_export_fp(const struct soup_version *v, FILE *fp, const json_t *metadata, char **err);
-int soup_export(const struct soup_version *v, const char *path, const json_t *metadata,
-                char **err);
+int soup_export(const struct soup_version *v, const char *path, const json_t *metadata, char **err);
 
 #ifdef __cplusplus
 }

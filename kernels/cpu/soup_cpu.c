@@ -1,0 +1,340 @@
+/* soup_cpu.c: the CPU implementation of the soup ops (kernels/soup_backend.h).
+ *
+ * Everything that decides a bit is integer code or a correctly rounded IEEE
+ * binary64 operation, so a GPU twin written from the same rules produces the
+ * same accumulators and the same materialized bits:
+ *  - q(w, F) = round_half_even(sig * 2^(exp2 + F)) from the significand and
+ *    exponent bits of w (soup_q_parts);
+ *  - materialize: x = (double)S; y = x / (double)K; z = y * 2^-F (exact);
+ *    out = one round-to-nearest-even step from binary64 to the output dtype
+ *    (hardware conversion for F32, integer code for F16/BF16).
+ * The inner loops are branch-free so that GCC vectorizes them; they are built
+ * for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and baseline, chosen at load time
+ * (target_clones); all clones compute the same integers. Work is done in
+ * chunks of SOUP_CPU_CHUNK parameters so that the fused accumulate ->
+ * materialize -> SHA-256 steps find the chunk in cache. Memory is host memory.
+ */
+/* O3 for the whole file: the vectorizer's cheap -O2 model skips these loops. */
+#pragma GCC optimize("O3")
+
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../soup_backend.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "soup_cpu.c hashes int64 accumulators as stored: little-endian hosts only"
+#endif
+
+#define SOUP_CPU_CHUNK 8192 /* parameters per fused step: 64 KiB of accumulator */
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define SOUP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SOUP_CLONES
+#endif
+
+/* round_half_even(sig * 2^sh) with sign; sig < 2^24. For sh > 0 the caller
+ * guarantees the result fits (validated input); shifts are clamped so that
+ * unvalidated input is merely wrong, never undefined. */
+static inline int64_t soup_q_parts(uint64_t sig, int64_t sh, uint64_t neg) {
+  int64_t l = sh > 0 ? sh : 0;
+  int64_t r = sh < 0 ? -sh : 0;
+  l = l < 39 ? l : 39;
+  r = r < 63 ? r : 63;
+  uint64_t v = sig << l;
+  /* t = v >> (r - 1) keeps the rounding bit; sticky: any bit below it. (No
+   * constant << variable: GCC 12 does not vectorize that form.) */
+  int64_t r1 = r > 0 ? r - 1 : 0;
+  uint64_t s1 = r > 0 ? 1 : 0;
+  uint64_t t = v >> r1;
+  uint64_t sticky = (t << r1) != v;
+  uint64_t kept = t >> s1;
+  uint64_t up = t & s1 & (sticky | kept);
+  int64_t q = (int64_t)(kept + up);
+  int64_t m = -(int64_t)neg; /* 0 or all ones */
+  return (q ^ m) - m;
+}
+
+/* Decoders: (sig, exp2, neg) with |w| = sig * 2^exp2. */
+static inline int64_t q_f16(uint64_t h, int64_t F) {
+  uint64_t e = (h >> 10) & 31, m = h & 1023;
+  uint64_t sig = e ? (m | 1024) : m;
+  int64_t ex = (int64_t)(e ? e : 1) - 25;
+  return soup_q_parts(sig, ex + F, h >> 15);
+}
+static inline int64_t q_bf16(uint64_t b, int64_t F) {
+  uint64_t e = (b >> 7) & 255, m = b & 127;
+  uint64_t sig = e ? (m | 128) : m;
+  int64_t ex = (int64_t)(e ? e : 1) - 134;
+  return soup_q_parts(sig, ex + F, b >> 15);
+}
+static inline int64_t q_f32(uint64_t u, int64_t F) {
+  uint64_t e = (u >> 23) & 255, m = u & 0x7fffff;
+  uint64_t sig = e ? (m | 0x800000) : m;
+  int64_t ex = (int64_t)(e ? e : 1) - 150;
+  return soup_q_parts(sig, ex + F, u >> 31);
+}
+
+/* binary64 -> a 16-bit float with mbits mantissa bits and minimum normal
+ * exponent emin, rounded to nearest even in one step (z finite). */
+static inline uint16_t soup_d_to_small(double z, int64_t mbits, int64_t emin, uint64_t inf_bits) {
+  uint64_t u;
+  memcpy(&u, &z, 8);
+  uint64_t sign = u >> 63, a = u & 0x7fffffffffffffffull;
+  int64_t E = (int64_t)(a >> 52) - 1023;
+  uint64_t sig = (a & 0xfffffffffffffull) | (1ull << 52);
+  int64_t sub = emin - E;
+  sub = sub > 0 ? sub : 0;
+  int64_t sh = 52 - mbits + sub;
+  sh = sh > 63 ? 63 : sh;
+  uint64_t t = sig >> (sh - 1); /* sh >= 42: kept bits and the rounding bit */
+  uint64_t sticky = (t << (sh - 1)) != sig;
+  uint64_t kept = t >> 1;
+  kept += t & 1 & (sticky | kept);
+  uint64_t base = E >= emin ? (uint64_t)(E - emin) << mbits : 0;
+  uint64_t r = base + kept;
+  r = r > inf_bits ? inf_bits : r;
+  return (uint16_t)(r | (sign << 15));
+}
+static inline uint16_t d_to_f16(double z) {
+  return soup_d_to_small(z, 10, -14, 0x7c00);
+}
+static inline uint16_t d_to_bf16(double z) {
+  return soup_d_to_small(z, 7, -126, 0x7f80);
+}
+
+/* ---- accumulate: acc += kq * q(src) ---- */
+
+SOUP_CLONES static void acc_f16(int64_t *restrict acc, const uint16_t *restrict s, int64_t n,
+                                int64_t F, int64_t kq) {
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f16((uint64_t)s[i], F);
+}
+SOUP_CLONES static void acc_bf16(int64_t *restrict acc, const uint16_t *restrict s, int64_t n,
+                                 int64_t F, int64_t kq) {
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_bf16((uint64_t)s[i], F);
+}
+SOUP_CLONES static void acc_f32(int64_t *restrict acc, const uint32_t *restrict s, int64_t n,
+                                int64_t F, int64_t kq) {
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f32((uint64_t)s[i], F);
+}
+
+/* ---- materialize: out = round(((double)S / K) * 2^-F) ---- */
+
+SOUP_CLONES static void mat_f32(float *restrict out, const int64_t *restrict acc, int64_t n,
+                                double Kd, double scale) {
+  for (int64_t i = 0; i < n; i++) out[i] = (float)(((double)acc[i] / Kd) * scale);
+}
+SOUP_CLONES static void mat_f16(uint16_t *restrict out, const int64_t *restrict acc, int64_t n,
+                                double Kd, double scale) {
+  for (int64_t i = 0; i < n; i++) out[i] = d_to_f16(((double)acc[i] / Kd) * scale);
+}
+SOUP_CLONES static void mat_bf16(uint16_t *restrict out, const int64_t *restrict acc, int64_t n,
+                                 double Kd, double scale) {
+  for (int64_t i = 0; i < n; i++) out[i] = d_to_bf16(((double)acc[i] / Kd) * scale);
+}
+
+/* ---- validation ---- */
+
+/* |w| as a double from the absolute bits of a dtype value. */
+static double abs_value(enum dtype dt, uint32_t absbits) {
+  if (dt == DT_F16) {
+    uint32_t e = absbits >> 10, m = absbits & 1023;
+    return e ? ldexp((double)(m | 1024), (int)e - 25) : ldexp((double)m, -24);
+  }
+  uint32_t u = dt == DT_BF16 ? absbits << 16 : absbits;
+  float f;
+  memcpy(&f, &u, 4);
+  return (double)f;
+}
+
+/* Largest absolute bit pattern that is finite with |q| <= SOUP_Q_LIMIT, i.e.
+ * |w| * 2^F <= 2^36 + 1/2 (a tie there rounds to the even 2^36). Absolute bit
+ * patterns are ordered like magnitudes, so validity is absbits <= limit. */
+static uint32_t valid_limit(enum dtype dt, int F) {
+  uint32_t lo = 0, hi = dt == DT_F16 ? 0x7bff : dt == DT_BF16 ? 0x7f7f : 0x7f7fffff;
+  double cap = ldexp(1.0, SOUP_Q_LIMIT_BITS) + 0.5;
+  if (ldexp(abs_value(dt, hi), F) <= cap) return hi;
+  while (hi - lo > 1) { /* invariant: lo valid, hi invalid */
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (ldexp(abs_value(dt, mid), F) <= cap)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+SOUP_CLONES static uint32_t absmax16(const uint16_t *restrict s, int64_t n) {
+  uint16_t mx = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t a = s[i] & 0x7fff;
+    mx = a > mx ? a : mx;
+  }
+  return mx;
+}
+SOUP_CLONES static uint32_t absmax32(const uint32_t *restrict s, int64_t n) {
+  uint32_t mx = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t a = s[i] & 0x7fffffffu;
+    mx = a > mx ? a : mx;
+  }
+  return mx;
+}
+
+static int cpu_validate(const void *src, enum dtype dt, int64_t n, int F, int64_t *bad) {
+  uint32_t lim = valid_limit(dt, F);
+  uint32_t mx = dt == DT_F32 ? absmax32(src, n) : absmax16(src, n);
+  if (mx <= lim) return 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t a = dt == DT_F32 ? ((const uint32_t *)src)[i] & 0x7fffffffu
+                              : ((const uint16_t *)src)[i] & 0x7fffu;
+    if (a > lim) {
+      *bad = i;
+      return 1;
+    }
+  }
+  return 1; /* unreachable */
+}
+
+/* ---- fused ops ---- */
+
+static int mat_chunk(void *out, enum dtype out_dt, const int64_t *acc, int64_t n, int F,
+                     int64_t K) {
+  double Kd = (double)K, scale = ldexp(1.0, -F);
+  switch (out_dt) {
+  case DT_F32:
+    mat_f32(out, acc, n, Kd, scale);
+    return 0;
+  case DT_F16:
+    mat_f16(out, acc, n, Kd, scale);
+    return 0;
+  case DT_BF16:
+    mat_bf16(out, acc, n, Kd, scale);
+    return 0;
+  default:
+    return -1;
+  }
+}
+
+static int cpu_accumulate(int64_t *acc, const void *src, enum dtype src_dt, int64_t n, int F,
+                          int64_t kq, void *out, enum dtype out_dt, int64_t K, uint8_t *digest) {
+  size_t isz = dtype_size(src_dt), osz = dtype_size(out_dt);
+  if (src_dt != DT_F32 && src_dt != DT_F16 && src_dt != DT_BF16) return -1;
+  if (out && (osz == 0 || out_dt == DT_I32 || out_dt == DT_I64 || K <= 0)) return -1;
+  EVP_MD_CTX *ctx = NULL;
+  if (digest) {
+    ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+      EVP_MD_CTX_free(ctx);
+      return -1;
+    }
+  }
+  for (int64_t off = 0; off < n; off += SOUP_CPU_CHUNK) {
+    int64_t m = n - off < SOUP_CPU_CHUNK ? n - off : SOUP_CPU_CHUNK;
+    const uint8_t *s = (const uint8_t *)src + (size_t)off * isz;
+    if (src_dt == DT_F16)
+      acc_f16(acc + off, (const uint16_t *)s, m, F, kq);
+    else if (src_dt == DT_BF16)
+      acc_bf16(acc + off, (const uint16_t *)s, m, F, kq);
+    else
+      acc_f32(acc + off, (const uint32_t *)s, m, F, kq);
+    if (out) mat_chunk((uint8_t *)out + (size_t)off * osz, out_dt, acc + off, m, F, K);
+    if (ctx) EVP_DigestUpdate(ctx, acc + off, (size_t)m * 8);
+  }
+  if (ctx) {
+    unsigned int len = 0;
+    int ok = EVP_DigestFinal_ex(ctx, digest, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return -1;
+  }
+  return 0;
+}
+
+static int cpu_materialize(void *out, enum dtype out_dt, const int64_t *acc, int64_t n, int F,
+                           int64_t K) {
+  if (K <= 0) return -1;
+  size_t osz = dtype_size(out_dt);
+  for (int64_t off = 0; off < n; off += SOUP_CPU_CHUNK) {
+    int64_t m = n - off < SOUP_CPU_CHUNK ? n - off : SOUP_CPU_CHUNK;
+    if (mat_chunk((uint8_t *)out + (size_t)off * osz, out_dt, acc + off, m, F, K)) return -1;
+  }
+  return 0;
+}
+
+/* Base -> inference dtype: widen exactly to double, then one rounding step. */
+static int cpu_convert(void *out, enum dtype out_dt, const void *src, enum dtype src_dt,
+                       int64_t n) {
+  if (src_dt == out_dt && (src_dt == DT_F32 || src_dt == DT_F16 || src_dt == DT_BF16)) {
+    memcpy(out, src, (size_t)n * dtype_size(src_dt));
+    return 0;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    double z;
+    if (src_dt == DT_F32)
+      z = (double)((const float *)src)[i];
+    else if (src_dt == DT_F16)
+      z = (double)f16_to_f32(((const uint16_t *)src)[i]);
+    else if (src_dt == DT_BF16)
+      z = (double)bf16_to_f32(((const uint16_t *)src)[i]);
+    else
+      return -1;
+    if (out_dt == DT_F32)
+      ((float *)out)[i] = (float)z;
+    else if (!isfinite(z)) /* NaN/Inf in the base: keep it */
+      ((uint16_t *)out)[i] = out_dt == DT_F16 ? f32_to_f16((float)z) : f32_to_bf16((float)z);
+    else if (out_dt == DT_F16)
+      ((uint16_t *)out)[i] = d_to_f16(z);
+    else if (out_dt == DT_BF16)
+      ((uint16_t *)out)[i] = d_to_bf16(z);
+    else
+      return -1;
+  }
+  return 0;
+}
+
+static int cpu_hash(const int64_t *acc, int64_t n, uint8_t digest[32]) {
+  unsigned int len = 0;
+  if (EVP_Digest(acc, (size_t)n * 8, digest, &len, EVP_sha256(), NULL) != 1 || len != 32) return -1;
+  return 0;
+}
+
+static void *cpu_alloc(size_t bytes) {
+  return calloc(1, bytes ? bytes : 1);
+}
+static void cpu_free(void *p) {
+  free(p);
+}
+
+const struct soup_backend *soup_backend_cpu(void) {
+  static struct soup_backend be = {
+      .name = "cpu",
+      .parallel = 0,
+      .alloc = cpu_alloc,
+      .free = cpu_free,
+      .validate = cpu_validate,
+      .accumulate = cpu_accumulate,
+      .materialize = cpu_materialize,
+      .convert = cpu_convert,
+      .hash = cpu_hash,
+  };
+  return &be;
+}
+
+/* Exposed for the unit tests (declared there): the scalar rules. */
+int64_t soup_cpu_q(enum dtype dt, uint32_t bits, int F);
+uint16_t soup_cpu_d_to_f16(double z);
+uint16_t soup_cpu_d_to_bf16(double z);
+int64_t soup_cpu_q(enum dtype dt, uint32_t bits, int F) {
+  return dt == DT_F16    ? q_f16((uint16_t)bits, F)
+         : dt == DT_BF16 ? q_bf16((uint16_t)bits, F)
+                         : q_f32(bits, F);
+}
+uint16_t soup_cpu_d_to_f16(double z) {
+  return d_to_f16(z);
+}
+uint16_t soup_cpu_d_to_bf16(double z) {
+  return d_to_bf16(z);
+}
