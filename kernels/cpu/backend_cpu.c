@@ -1,0 +1,385 @@
+/* backend_cpu.c: the CPU backend object: the op table, memory ops, errors,
+ * parameter widening and the pooled GEMM.
+ *
+ * Memory is host memory (64-byte aligned). OpenBLAS is set to one thread at
+ * creation: every GEMM is split over the backend's own pool, so no OpenBLAS
+ * thread ever runs inside a pool task (no oversubscription).
+ */
+#include <cblas.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cpu_impl.h"
+#include "vecmath.h"
+
+int cpu_fail(struct backend *be, int status, const char *fmt, ...) {
+  struct cpu_ctx *c = cpu_ctx(be);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+float *cpu_buf_get(struct cpu_buf *buf, size_t n) {
+  if (n <= buf->cap) return buf->p;
+  size_t cap = n + n / 4 + 16;
+  void *p = NULL;
+  if (posix_memalign(&p, 64, cap * sizeof(float)) != 0) return NULL;
+  free(buf->p);
+  buf->p = p;
+  buf->cap = cap;
+  return buf->p;
+}
+
+const char *cpu_shape_str(const struct tensor *t, char *buf, size_t n) {
+  size_t o = 0;
+  o += (size_t)snprintf(buf + o, n - o, "[");
+  for (int i = 0; i < t->ndim && o < n; i++)
+    o += (size_t)snprintf(buf + o, n - o, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+  if (o < n) snprintf(buf + o, n - o, "]");
+  return buf;
+}
+
+static int check_common(struct backend *be, const struct tensor *t, const char *op,
+                        const char *what) {
+  if (!t) return cpu_fail(be, -EINVAL, "%s: %s is NULL", op, what);
+  if (t->ndim < 1 || t->ndim > TENSOR_MAX_DIMS)
+    return cpu_fail(be, -EINVAL, "%s: %s has ndim %d", op, what, t->ndim);
+  for (int i = 0; i < t->ndim; i++)
+    if (t->shape[i] < 0) return cpu_fail(be, -EINVAL, "%s: %s has a negative dim", op, what);
+  if (!t->data && tensor_numel(t) > 0) return cpu_fail(be, -EINVAL, "%s: %s has no data", op, what);
+  return 0;
+}
+
+int cpu_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what) {
+  int rc = check_common(be, t, op, what);
+  if (rc) return rc;
+  if (t->dtype != DT_F32)
+    return cpu_fail(be, -EINVAL, "%s: %s must be F32, got %s", op, what, dtype_name(t->dtype));
+  return 0;
+}
+
+int cpu_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what) {
+  int rc = check_common(be, t, op, what);
+  if (rc) return rc;
+  if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16)
+    return cpu_fail(be, -EINVAL, "%s: %s must be F32, F16 or BF16, got %s", op, what,
+                    dtype_name(t->dtype));
+  return 0;
+}
+
+int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
+                   int ndim_min, int ndim_max) {
+  if (t->ndim >= ndim_min && t->ndim <= ndim_max) return 0;
+  char s[96];
+  if (ndim_min == ndim_max)
+    return cpu_fail(be, -EINVAL, "%s: %s must have %d dims, got %s", op, what, ndim_min,
+                    cpu_shape_str(t, s, sizeof s));
+  return cpu_fail(be, -EINVAL, "%s: %s must have %d..%d dims, got %s", op, what, ndim_min, ndim_max,
+                  cpu_shape_str(t, s, sizeof s));
+}
+
+int cpu_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
+                         const char *op, const char *an, const char *bn) {
+  int same = a->ndim == b->ndim;
+  for (int i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
+  if (same) return 0;
+  char s1[96], s2[96];
+  return cpu_fail(be, -EINVAL, "%s: %s %s and %s %s differ in shape", op, an,
+                  cpu_shape_str(a, s1, sizeof s1), bn, cpu_shape_str(b, s2, sizeof s2));
+}
+
+/* ---- widening ---- */
+
+/* Exact: a half's exponent and mantissa bits moved into float position and
+ * scaled by 2^112 give its value (normals and subnormals); Inf/NaN apart. */
+CPU_CLONES static void widen_f16(float *dst, const uint16_t *src, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t h = src[i];
+    uint32_t em = h & 0x7fff, sign = (h & 0x8000) << 16;
+    float f = vm_bits_to_float(em << 13) * 0x1p112f;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = em >= 0x7c00 ? 0x7f800000u | ((em & 0x3ff) << 13) : u;
+    u |= sign;
+    memcpy(&dst[i], &u, 4);
+  }
+}
+
+CPU_CLONES static void widen_bf16(float *dst, const uint16_t *src, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u = (uint32_t)src[i] << 16;
+    memcpy(&dst[i], &u, 4);
+  }
+}
+
+static void widen_serial(float *dst, const void *src, enum dtype dt, int64_t n) {
+  if (dt == DT_F32)
+    memcpy(dst, src, (size_t)n * 4);
+  else if (dt == DT_F16)
+    widen_f16(dst, src, n);
+  else
+    widen_bf16(dst, src, n);
+}
+
+struct widen_job {
+  float *dst;
+  const void *src;
+  enum dtype dt;
+};
+
+static void widen_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct widen_job *j = ctx;
+  widen_serial(j->dst + i0, (const char *)j->src + (size_t)i0 * dtype_size(j->dt), j->dt, i1 - i0);
+}
+
+void cpu_widen(struct backend *be, float *dst, const void *src, enum dtype dt, int64_t n) {
+  struct widen_job j = {dst, src, dt};
+  parallel_for(cpu_ctx(be)->pool, n, 1 << 16, widen_task, &j);
+}
+
+const float *cpu_param_f32(struct backend *be, const struct tensor *w, int slot, const char *what) {
+  if (w->dtype == DT_F32) return w->data;
+  int64_t n = tensor_numel(w);
+  float *p = cpu_buf_get(&cpu_ctx(be)->wbuf[slot], (size_t)n);
+  if (!p) {
+    cpu_fail(be, -ENOMEM, "%s: no memory to widen %lld elements", what, (long long)n);
+    return NULL;
+  }
+  cpu_widen(be, p, w->data, w->dtype, n);
+  return p;
+}
+
+/* ---- pooled GEMM ---- */
+
+struct gemm_job {
+  int ta, tb, split_n;
+  int64_t M, N, K, lda, ldb, ldc, block;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+};
+
+static void gemm_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct gemm_job *j = ctx;
+  enum CBLAS_TRANSPOSE ta = j->ta ? CblasTrans : CblasNoTrans;
+  enum CBLAS_TRANSPOSE tb = j->tb ? CblasTrans : CblasNoTrans;
+  int64_t s0 = i0 * j->block;
+  int64_t s1 = i1 * j->block;
+  if (j->split_n) {
+    if (s1 > j->N) s1 = j->N;
+    const float *B = j->tb ? j->B + s0 * j->ldb : j->B + s0;
+    cblas_sgemm(CblasRowMajor, ta, tb, (int)j->M, (int)(s1 - s0), (int)j->K, j->alpha, j->A,
+                (int)j->lda, B, (int)j->ldb, j->beta, j->C + s0, (int)j->ldc);
+  } else {
+    if (s1 > j->M) s1 = j->M;
+    const float *A = j->ta ? j->A + s0 : j->A + s0 * j->lda;
+    cblas_sgemm(CblasRowMajor, ta, tb, (int)(s1 - s0), (int)j->N, (int)j->K, j->alpha, A,
+                (int)j->lda, j->B, (int)j->ldb, j->beta, j->C + s0 * j->ldc, (int)j->ldc);
+  }
+}
+
+void cpu_sgemm(struct backend *be, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+               float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+               float *C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  struct cpu_ctx *c = cpu_ctx(be);
+  int th = c->threads;
+  struct gemm_job j = {trans_a, trans_b, 0, M, N, K, lda, ldb, ldc, 0, alpha, beta, A, B, C};
+  double flops = 2.0 * (double)M * (double)N * (double)K;
+  if (th == 1 || flops < 2e6) {
+    j.block = M;
+    gemm_task(&j, 0, 1, 0);
+    return;
+  }
+  /* split the larger of M and N into th pieces (multiples of 16) */
+  j.split_n = N > M;
+  int64_t len = j.split_n ? N : M;
+  int64_t block = (len + th - 1) / th;
+  block = (block + 15) / 16 * 16;
+  j.block = block;
+  parallel_for(c->pool, (len + block - 1) / block, 1, gemm_task, &j);
+}
+
+/* ---- memory ops ---- */
+
+static int cpu_tensor_alloc(struct backend *be, struct tensor *t, enum dtype dt, int ndim,
+                            const int64_t *shape) {
+  if (!t) return cpu_fail(be, -EINVAL, "tensor_alloc: tensor is NULL");
+  memset(t, 0, sizeof *t);
+  if ((unsigned)dt >= DT_COUNT) return cpu_fail(be, -EINVAL, "tensor_alloc: bad dtype %d", dt);
+  if (ndim < 1 || ndim > TENSOR_MAX_DIMS)
+    return cpu_fail(be, -EINVAL, "tensor_alloc: ndim %d out of 1..%d", ndim, TENSOR_MAX_DIMS);
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 16 / shape[i]))
+      return cpu_fail(be, -EINVAL, "tensor_alloc: bad dim %lld", (long long)shape[i]);
+    n *= shape[i];
+  }
+  size_t bytes = (size_t)n * dtype_size(dt);
+  void *p = NULL;
+  if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0)
+    return cpu_fail(be, -ENOMEM, "tensor_alloc: no memory for %zu bytes", bytes);
+  t->dtype = dt;
+  t->ndim = ndim;
+  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+  t->data = p;
+  t->be = be;
+  return 0;
+}
+
+static void cpu_tensor_free(struct backend *be, struct tensor *t) {
+  if (!t) return;
+  if (t->be == be) free(t->data);
+  memset(t, 0, sizeof *t);
+}
+
+/* Converts n elements of src (dtype sd) into dst (dtype dd). */
+static int convert(struct backend *be, void *dst, enum dtype dd, const void *src, enum dtype sd,
+                   int64_t n, const char *op) {
+  if (dd == sd) {
+    memmove(dst, src, (size_t)n * dtype_size(dd));
+    return 0;
+  }
+  int fl_s = sd == DT_F32 || sd == DT_F16 || sd == DT_BF16;
+  int fl_d = dd == DT_F32 || dd == DT_F16 || dd == DT_BF16;
+  if (fl_s && dd == DT_F32) {
+    cpu_widen(be, dst, src, sd, n);
+    return 0;
+  }
+  if (fl_s && fl_d) {
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) {
+      float f = sd == DT_F32   ? ((const float *)src)[i]
+                : sd == DT_F16 ? f16_to_f32(((const uint16_t *)src)[i])
+                               : bf16_to_f32(((const uint16_t *)src)[i]);
+      d[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
+    }
+    return 0;
+  }
+  if (sd == DT_I32 && dd == DT_I64) {
+    for (int64_t i = 0; i < n; i++) ((int64_t *)dst)[i] = ((const int32_t *)src)[i];
+    return 0;
+  }
+  if (sd == DT_I64 && dd == DT_I32) {
+    for (int64_t i = 0; i < n; i++) {
+      int64_t v = ((const int64_t *)src)[i];
+      if (v < INT32_MIN || v > INT32_MAX)
+        return cpu_fail(be, -ERANGE, "%s: I64 value %lld does not fit I32", op, (long long)v);
+      ((int32_t *)dst)[i] = (int32_t)v;
+    }
+    return 0;
+  }
+  if (fl_s && (dd == DT_I32 || dd == DT_I64))
+    return cpu_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
+                    dtype_name(dd));
+  if ((sd == DT_I32 || sd == DT_I64) && fl_d) {
+    for (int64_t i = 0; i < n; i++) {
+      float f = sd == DT_I32 ? (float)((const int32_t *)src)[i] : (float)((const int64_t *)src)[i];
+      if (dd == DT_F32)
+        ((float *)dst)[i] = f;
+      else
+        ((uint16_t *)dst)[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
+    }
+    return 0;
+  }
+  return cpu_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
+                  dtype_name(dd));
+}
+
+static int cpu_upload(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
+  if (!dst || (!dst->data && tensor_numel(dst) > 0))
+    return cpu_fail(be, -EINVAL, "upload: dst has no data");
+  if ((unsigned)src_dt >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
+    return cpu_fail(be, -EINVAL, "upload: bad dtype");
+  if (!src && tensor_numel(dst) > 0) return cpu_fail(be, -EINVAL, "upload: src is NULL");
+  return convert(be, dst->data, dst->dtype, src, src_dt, tensor_numel(dst), "upload");
+}
+
+static int cpu_download_f32(struct backend *be, const struct tensor *src, float *dst) {
+  if (!src || (!src->data && tensor_numel(src) > 0))
+    return cpu_fail(be, -EINVAL, "download_f32: src has no data");
+  if ((unsigned)src->dtype >= DT_COUNT) return cpu_fail(be, -EINVAL, "download_f32: bad dtype");
+  if (!dst && tensor_numel(src) > 0) return cpu_fail(be, -EINVAL, "download_f32: dst is NULL");
+  return convert(be, dst, DT_F32, src->data, src->dtype, tensor_numel(src), "download_f32");
+}
+
+static int cpu_copy(struct backend *be, struct tensor *dst, const struct tensor *src) {
+  if (!dst || !src) return cpu_fail(be, -EINVAL, "copy: NULL tensor");
+  if (tensor_numel(dst) != tensor_numel(src))
+    return cpu_fail(be, -EINVAL, "copy: numel %lld vs %lld", (long long)tensor_numel(dst),
+                    (long long)tensor_numel(src));
+  if ((unsigned)src->dtype >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
+    return cpu_fail(be, -EINVAL, "copy: bad dtype");
+  if (tensor_numel(dst) == 0) return 0;
+  if (!dst->data || !src->data) return cpu_fail(be, -EINVAL, "copy: tensor has no data");
+  return convert(be, dst->data, dst->dtype, src->data, src->dtype, tensor_numel(src), "copy");
+}
+
+static int cpu_synchronize(struct backend *be) {
+  return 0;
+}
+
+static const char *cpu_last_error(struct backend *be) {
+  return cpu_ctx(be)->err;
+}
+
+static void cpu_destroy(struct backend *be) {
+  if (!be) return;
+  struct cpu_ctx *c = cpu_ctx(be);
+  if (c) {
+    thread_pool_free(c->pool);
+    for (int i = 0; i < CPU_W_COUNT; i++) free(c->wbuf[i].p);
+    for (int i = 0; i < CPU_MAX_THREADS; i++) free(c->tbuf[i].p);
+    free(c);
+  }
+  free(be);
+}
+
+struct backend *backend_cpu_new(int threads) {
+  struct backend *be = calloc(1, sizeof *be);
+  struct cpu_ctx *c = calloc(1, sizeof *c);
+  if (!be || !c) goto fail;
+  c->pool = thread_pool_new(threads);
+  if (!c->pool) goto fail;
+  c->threads = thread_pool_size(c->pool);
+  if (c->threads > CPU_MAX_THREADS) goto fail;
+  openblas_set_num_threads(1);
+  be->name = "cpu";
+  be->ctx = c;
+  be->tensor_alloc = cpu_tensor_alloc;
+  be->tensor_free = cpu_tensor_free;
+  be->upload = cpu_upload;
+  be->download_f32 = cpu_download_f32;
+  be->copy = cpu_copy;
+  be->synchronize = cpu_synchronize;
+  be->conv2d = conv2d_cpu;
+  be->linear = linear_cpu;
+  be->matmul = matmul_cpu;
+  be->group_norm = group_norm_cpu;
+  be->layer_norm = layer_norm_cpu;
+  be->softmax = softmax_cpu;
+  be->attention = attention_cpu;
+  be->unary = unary_cpu;
+  be->geglu = geglu_cpu;
+  be->add = add_cpu;
+  be->mul = mul_cpu;
+  be->add_channel = add_channel_cpu;
+  be->axpby = axpby_cpu;
+  be->concat_channels = concat_channels_cpu;
+  be->upsample_nearest = upsample_nearest_cpu;
+  be->permute = permute_cpu;
+  be->slice = slice_cpu;
+  be->timestep_embedding = timestep_embedding_cpu;
+  be->embedding = embedding_cpu;
+  be->last_error = cpu_last_error;
+  be->destroy = cpu_destroy;
+  return be;
+fail:
+  if (c) thread_pool_free(c->pool);
+  free(c);
+  free(be);
+  return NULL;
+}

@@ -1,0 +1,175 @@
+/* conv_cpu.c: conv2d on the CPU: 1x1 stride-1 convs as one GEMM per image,
+ * everything else as im2col of a tile of output rows + GEMM.
+ *
+ * out [N, Co, Ho, Wo] = w [Co, Ci, kh, kw] * x [N, Ci, H, W] + b [Co],
+ * Ho = (H + 2*pad - kh)/stride + 1 (zero padding, symmetric).
+ * A task is (image, tile of output rows); its im2col buffer [Ci*kh*kw, P]
+ * (P = pixels of the tile) lives in the worker's scratch and stays in cache.
+ */
+#include <cblas.h>
+
+#include "cpu_impl.h"
+
+struct conv_job {
+  const float *x, *w, *b;
+  float *out;
+  int64_t Ci, H, W, Co, kh, kw, Ho, Wo;
+  int stride, pad;
+  int64_t rows;  /* output rows per tile */
+  int64_t tiles; /* tiles per image */
+  int64_t cols;  /* 1x1 path: pixels per task */
+  struct cpu_buf *tbuf;
+  int failed;
+};
+
+static void add_bias(float *out, const float *b, int64_t Co, int64_t P, int64_t ld) {
+  for (int64_t co = 0; co < Co; co++) {
+    float bv = b[co];
+    float *o = out + co * ld;
+    for (int64_t p = 0; p < P; p++) o[p] += bv;
+  }
+}
+
+/* col [K, P] for output rows [oy0, oy1) of image xn [Ci, H, W]. */
+static void im2col_rows(const struct conv_job *j, const float *xn, int64_t oy0, int64_t oy1,
+                        float *col) {
+  int64_t Wo = j->Wo, P = (oy1 - oy0) * Wo, s = j->stride, pad = j->pad;
+  for (int64_t ci = 0; ci < j->Ci; ci++) {
+    const float *xc = xn + ci * j->H * j->W;
+    for (int64_t ky = 0; ky < j->kh; ky++) {
+      for (int64_t kx = 0; kx < j->kw; kx++) {
+        float *row = col + ((ci * j->kh + ky) * j->kw + kx) * P;
+        /* valid ox range: 0 <= ox*s - pad + kx < W */
+        int64_t ox0 = pad - kx > 0 ? (pad - kx + s - 1) / s : 0;
+        int64_t ox1 = (j->W - 1 + pad - kx) >= 0 ? (j->W - 1 + pad - kx) / s + 1 : 0;
+        if (ox1 > Wo) ox1 = Wo;
+        if (ox0 > ox1) ox0 = ox1;
+        for (int64_t oy = oy0; oy < oy1; oy++) {
+          float *r = row + (oy - oy0) * Wo;
+          int64_t iy = oy * s - pad + ky;
+          if (iy < 0 || iy >= j->H) {
+            memset(r, 0, (size_t)Wo * sizeof(float));
+            continue;
+          }
+          const float *xr = xc + iy * j->W - pad + kx;
+          for (int64_t ox = 0; ox < ox0; ox++) r[ox] = 0.0f;
+          if (s == 1)
+            memcpy(r + ox0, xr + ox0, (size_t)(ox1 - ox0) * sizeof(float));
+          else
+            for (int64_t ox = ox0; ox < ox1; ox++) r[ox] = xr[ox * s];
+          for (int64_t ox = ox1; ox < Wo; ox++) r[ox] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+static void conv_tile_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct conv_job *j = ctx;
+  int64_t K = j->Ci * j->kh * j->kw, HWo = j->Ho * j->Wo;
+  for (int64_t t = i0; t < i1; t++) {
+    int64_t n = t / j->tiles, tile = t % j->tiles;
+    int64_t oy0 = tile * j->rows, oy1 = oy0 + j->rows < j->Ho ? oy0 + j->rows : j->Ho;
+    int64_t P = (oy1 - oy0) * j->Wo;
+    float *col = cpu_buf_get(&j->tbuf[tid], (size_t)(K * P));
+    if (!col) {
+      j->failed = 1;
+      return;
+    }
+    im2col_rows(j, j->x + n * j->Ci * j->H * j->W, oy0, oy1, col);
+    float *o = j->out + n * j->Co * HWo + oy0 * j->Wo;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->Co, (int)P, (int)K, 1.0f, j->w,
+                (int)K, col, (int)P, 0.0f, o, (int)HWo);
+    if (j->b) add_bias(o, j->b, j->Co, P, HWo);
+  }
+}
+
+static void conv_1x1_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct conv_job *j = ctx;
+  int64_t HW = j->H * j->W;
+  int64_t per = (HW + j->cols - 1) / j->cols;
+  for (int64_t t = i0; t < i1; t++) {
+    int64_t n = t / per, c0 = (t % per) * j->cols;
+    int64_t P = c0 + j->cols < HW ? j->cols : HW - c0;
+    float *o = j->out + n * j->Co * HW + c0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->Co, (int)P, (int)j->Ci, 1.0f,
+                j->w, (int)j->Ci, j->x + n * j->Ci * HW + c0, (int)HW, 0.0f, o, (int)HW);
+    if (j->b) add_bias(o, j->b, j->Co, P, HW);
+  }
+}
+
+int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+               const struct tensor *w, const struct tensor *b, int stride, int pad) {
+  static const char *op = "conv2d";
+  int rc;
+  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_ndim(be, x, op, "x", 4, 4)) ||
+      (rc = cpu_check_param(be, w, op, "w")) || (rc = cpu_check_ndim(be, w, op, "w", 4, 4)) ||
+      (rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 4, 4)))
+    return rc;
+  if (b && ((rc = cpu_check_param(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 1, 1))))
+    return rc;
+  if (stride < 1 || pad < 0)
+    return cpu_fail(be, -EINVAL, "conv2d: bad stride %d or pad %d", stride, pad);
+  int64_t N = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
+  int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+  char s1[96], s2[96];
+  if (w->shape[1] != Ci)
+    return cpu_fail(be, -EINVAL, "conv2d: w %s does not take x %s (channels)",
+                    cpu_shape_str(w, s1, sizeof s1), cpu_shape_str(x, s2, sizeof s2));
+  if (kh < 1 || kw < 1 || H + 2 * pad < kh || W + 2 * pad < kw)
+    return cpu_fail(be, -EINVAL, "conv2d: kernel %s larger than padded x %s",
+                    cpu_shape_str(w, s1, sizeof s1), cpu_shape_str(x, s2, sizeof s2));
+  int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+  if (out->shape[0] != N || out->shape[1] != Co || out->shape[2] != Ho || out->shape[3] != Wo)
+    return cpu_fail(be, -EINVAL, "conv2d: out %s, expected [%lld, %lld, %lld, %lld]",
+                    cpu_shape_str(out, s1, sizeof s1), (long long)N, (long long)Co, (long long)Ho,
+                    (long long)Wo);
+  if (b && b->shape[0] != Co)
+    return cpu_fail(be, -EINVAL, "conv2d: b has %lld entries for %lld channels",
+                    (long long)b->shape[0], (long long)Co);
+  if (out->data == x->data) return cpu_fail(be, -EINVAL, "conv2d: out may not alias x");
+  if (N == 0 || Co == 0) return 0;
+  struct cpu_ctx *c = cpu_ctx(be);
+  const float *wf = cpu_param_f32(be, w, CPU_W_WEIGHT, op);
+  if (!wf) return -ENOMEM;
+  const float *bf = NULL;
+  if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
+  struct conv_job j = {.x = x->data,
+                       .w = wf,
+                       .b = bf,
+                       .out = out->data,
+                       .Ci = Ci,
+                       .H = H,
+                       .W = W,
+                       .Co = Co,
+                       .kh = kh,
+                       .kw = kw,
+                       .Ho = Ho,
+                       .Wo = Wo,
+                       .stride = stride,
+                       .pad = pad,
+                       .tbuf = c->tbuf};
+  int64_t K = Ci * kh * kw;
+  if (kh == 1 && kw == 1 && stride == 1 && pad == 0) {
+    /* pixels per task: enough tasks for the pool, wide enough for GEMM */
+    int64_t HW = H * W, target = (N * HW + 4 * c->threads - 1) / (4 * c->threads);
+    if (target < 256) target = 256;
+    j.cols = target < HW ? (target + 15) / 16 * 16 : HW;
+    int64_t per = (HW + j.cols - 1) / j.cols;
+    parallel_for(c->pool, N * per, 1, conv_1x1_task, &j);
+    return 0;
+  }
+  /* rows per tile: about 64K..128K floats of im2col, at least one row */
+  int64_t target_p = (1 << 17) / K;
+  if (target_p < 256) target_p = 256;
+  int64_t rows = target_p / Wo;
+  if (rows < 1) rows = 1;
+  if (rows > Ho) rows = Ho;
+  /* keep at least 2 tasks per thread when possible */
+  while (rows > 1 && N * ((Ho + rows - 1) / rows) < 2 * c->threads) rows = (rows + 1) / 2;
+  j.rows = rows;
+  j.tiles = (Ho + rows - 1) / rows;
+  parallel_for(c->pool, N * j.tiles, 1, conv_tile_task, &j);
+  if (j.failed) return cpu_fail(be, -ENOMEM, "conv2d: no memory for im2col");
+  return 0;
+}

@@ -1,0 +1,110 @@
+/* cpu_impl.h: what the CPU backend's op files share (private to kernels/cpu).
+ *
+ * struct cpu_ctx is be->ctx for the CPU backend: the thread pool, the last
+ * error message and scratch buffers. Scratch is reused across calls and only
+ * grows; per-thread slots are touched only by their own worker. A backend is
+ * used by one host thread at a time (ops are not reentrant).
+ *
+ * Weights in F16/BF16 are widened per call into a weight scratch slot (never
+ * cached by pointer: soup materialisation rewrites weights in place).
+ */
+#pragma once
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "threads.h"
+
+#define CPU_MAX_THREADS 256
+
+/* scratch slots for widened parameters (one per operand of an op) */
+enum { CPU_W_WEIGHT = 0, CPU_W_BIAS, CPU_W_GAMMA, CPU_W_BETA, CPU_W_COUNT };
+
+struct cpu_buf {
+  float *p;
+  size_t cap; /* floats */
+};
+
+struct cpu_ctx {
+  struct thread_pool *pool;
+  int threads;
+  char err[512];
+  struct cpu_buf wbuf[CPU_W_COUNT];
+  struct cpu_buf tbuf[CPU_MAX_THREADS]; /* per-thread scratch */
+};
+
+static inline struct cpu_ctx *cpu_ctx(struct backend *be) {
+  return (struct cpu_ctx *)be->ctx;
+}
+
+/* Records a message as the last error and returns status (negative). */
+int cpu_fail(struct backend *be, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Grows buf to hold n floats; returns NULL on allocation failure. */
+float *cpu_buf_get(struct cpu_buf *buf, size_t n);
+
+/* Returns w as F32: w->data itself if F32, else a widened copy in slot.
+ * Returns NULL (with last_error set) for other dtypes or no memory. */
+const float *cpu_param_f32(struct backend *be, const struct tensor *w, int slot, const char *what);
+
+/* Widens n elements of src (F32/F16/BF16) to dst; parallel for large n. */
+void cpu_widen(struct backend *be, float *dst, const void *src, enum dtype dt, int64_t n);
+
+/* ---- checks (return 0 or a negative status with last_error set) ---- */
+/* An activation: non-NULL, with data, F32. */
+int cpu_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what);
+/* A parameter: non-NULL, with data, F32, F16 or BF16. */
+int cpu_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what);
+/* t has exactly ndim dims (ndim_min..ndim_max). */
+int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
+                   int ndim_min, int ndim_max);
+int cpu_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
+                         const char *op, const char *an, const char *bn);
+/* Formats a shape like "[2, 3, 4]" into buf. */
+const char *cpu_shape_str(const struct tensor *t, char *buf, size_t n);
+
+/* ---- GEMM over the pool (row-major, OpenBLAS single-threaded per piece) ----
+ * C[M,N] = alpha * op(A) op(B) + beta * C, split over M or N between threads. */
+void cpu_sgemm(struct backend *be, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+               float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+               float *C, int64_t ldc);
+
+/* Softmax of one row x[n] into y (y == x allowed). */
+void softmax_row_cpu(float *y, const float *x, int64_t n);
+
+/* ---- ops (one file per concern) ---- */
+int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+               const struct tensor *w, const struct tensor *b, int stride, int pad);
+int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+               const struct tensor *w, const struct tensor *b);
+int matmul_cpu(struct backend *be, struct tensor *out, const struct tensor *a, int trans_a,
+               const struct tensor *b, int trans_b, float alpha);
+int group_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+                   const struct tensor *gamma, const struct tensor *beta, int groups, float eps,
+                   int fuse_silu);
+int layer_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+                   const struct tensor *gamma, const struct tensor *beta, float eps);
+int softmax_cpu(struct backend *be, struct tensor *out, const struct tensor *x);
+int attention_cpu(struct backend *be, struct tensor *out, const struct tensor *q,
+                  const struct tensor *k, const struct tensor *v, int heads, float scale,
+                  int causal);
+int unary_cpu(struct backend *be, struct tensor *out, const struct tensor *x, enum unary_op op);
+int geglu_cpu(struct backend *be, struct tensor *out, const struct tensor *x);
+int add_cpu(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b);
+int mul_cpu(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b);
+int add_channel_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
+                    const struct tensor *b);
+int axpby_cpu(struct backend *be, struct tensor *out, float alpha, const struct tensor *x,
+              float beta, const struct tensor *y);
+int concat_channels_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
+                        const struct tensor *b);
+int upsample_nearest_cpu(struct backend *be, struct tensor *out, const struct tensor *x);
+int permute_cpu(struct backend *be, struct tensor *out, const struct tensor *x, const int *perm);
+int slice_cpu(struct backend *be, struct tensor *out, const struct tensor *x, int dim,
+              int64_t start);
+int timestep_embedding_cpu(struct backend *be, struct tensor *out, const float *t, int dim,
+                           int flip_sin_to_cos, float freq_shift, float max_period);
+int embedding_cpu(struct backend *be, struct tensor *out, const int32_t *ids,
+                  const struct tensor *table);

@@ -1,0 +1,194 @@
+/* elementwise_cpu.c: unary activations, geglu, add, mul, add_channel and
+ * axpby on the CPU, split over the pool in chunks of 32K elements.
+ *
+ * out may alias an input for every op here except geglu (whose out is half
+ * the width of x). Activations follow PyTorch: silu x/(1+e^-x), gelu
+ * 0.5x(1+erf(x/sqrt2)), gelu_tanh 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))),
+ * quick_gelu x*sigmoid(1.702x).
+ */
+#include <math.h>
+
+#include "cpu_impl.h"
+#include "vecmath.h"
+
+#define EW_GRAIN (1 << 15)
+
+static inline float gelu_erf(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+CPU_CLONES static void unary_range(float *y, const float *x, int64_t n, int op) {
+  switch (op) {
+  case UNARY_SILU:
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vm_expf(-x[i]));
+    break;
+  case UNARY_GELU:
+    for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
+    break;
+  case UNARY_GELU_TANH:
+    for (int64_t i = 0; i < n; i++) {
+      float v = x[i], u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+      /* 0.5 (1 + tanh u) = sigmoid(2u) */
+      y[i] = v / (1.0f + vm_expf(-2.0f * u));
+    }
+    break;
+  default: /* UNARY_QUICK_GELU */
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vm_expf(-1.702f * x[i]));
+    break;
+  }
+}
+
+struct ew_job {
+  float *out;
+  const float *a, *b;
+  float alpha, beta;
+  int op;
+  int64_t inner; /* geglu: D; add_channel: trailing size */
+};
+
+static void unary_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct ew_job *j = ctx;
+  unary_range(j->out + i0, j->a + i0, i1 - i0, j->op);
+}
+
+static int check_pair(struct backend *be, const struct tensor *out, const struct tensor *a,
+                      const char *op) {
+  int rc;
+  if ((rc = cpu_check_act(be, a, op, "x")) || (rc = cpu_check_act(be, out, op, "out"))) return rc;
+  if (tensor_numel(a) != tensor_numel(out))
+    return cpu_fail(be, -EINVAL, "%s: out has %lld elements, input %lld", op,
+                    (long long)tensor_numel(out), (long long)tensor_numel(a));
+  return 0;
+}
+
+int unary_cpu(struct backend *be, struct tensor *out, const struct tensor *x, enum unary_op op) {
+  int rc = check_pair(be, out, x, "unary");
+  if (rc) return rc;
+  if ((unsigned)op > UNARY_QUICK_GELU) return cpu_fail(be, -EINVAL, "unary: bad op %d", (int)op);
+  struct ew_job j = {.out = out->data, .a = x->data, .op = (int)op};
+  parallel_for(cpu_ctx(be)->pool, tensor_numel(x), EW_GRAIN, unary_task, &j);
+  return 0;
+}
+
+static void geglu_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct ew_job *j = ctx;
+  int64_t D = j->inner;
+  for (int64_t r = i0; r < i1; r++) {
+    const float *x = j->a + r * 2 * D;
+    float *y = j->out + r * D;
+    for (int64_t i = 0; i < D; i++) y[i] = x[i] * gelu_erf(x[D + i]);
+  }
+}
+
+int geglu_cpu(struct backend *be, struct tensor *out, const struct tensor *x) {
+  static const char *op = "geglu";
+  int rc;
+  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_act(be, out, op, "out"))) return rc;
+  int64_t D2 = x->shape[x->ndim - 1], D = D2 / 2;
+  int ok = x->ndim == out->ndim && D2 % 2 == 0 && out->shape[out->ndim - 1] == D;
+  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
+  char s1[96], s2[96];
+  if (!ok)
+    return cpu_fail(be, -EINVAL, "geglu: x %s, out %s do not fit [..., 2D] -> [..., D]",
+                    cpu_shape_str(x, s1, sizeof s1), cpu_shape_str(out, s2, sizeof s2));
+  if (out->data == x->data) return cpu_fail(be, -EINVAL, "geglu: out may not alias x");
+  if (D == 0 || tensor_numel(out) == 0) return 0;
+  struct ew_job j = {.out = out->data, .a = x->data, .inner = D};
+  parallel_for(cpu_ctx(be)->pool, tensor_numel(out) / D, EW_GRAIN / D + 1, geglu_task, &j);
+  return 0;
+}
+
+CPU_CLONES static void binary_range(float *y, const float *a, const float *b, int64_t n, int op,
+                                    float alpha, float beta) {
+  if (op == 0)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+  else if (op == 1)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+  else if (b)
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * a[i] + beta * b[i];
+  else
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * a[i];
+}
+
+static void binary_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct ew_job *j = ctx;
+  binary_range(j->out + i0, j->a + i0, j->b ? j->b + i0 : NULL, i1 - i0, j->op, j->alpha, j->beta);
+}
+
+static int binary(struct backend *be, struct tensor *out, const struct tensor *a,
+                  const struct tensor *b, int op, const char *name) {
+  int rc;
+  if ((rc = check_pair(be, out, a, name)) || (rc = cpu_check_act(be, b, name, "b"))) return rc;
+  if (tensor_numel(b) != tensor_numel(a))
+    return cpu_fail(be, -EINVAL, "%s: a has %lld elements, b %lld", name,
+                    (long long)tensor_numel(a), (long long)tensor_numel(b));
+  struct ew_job j = {.out = out->data, .a = a->data, .b = b->data, .op = op};
+  parallel_for(cpu_ctx(be)->pool, tensor_numel(a), EW_GRAIN, binary_task, &j);
+  return 0;
+}
+
+int add_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
+            const struct tensor *b) {
+  return binary(be, out, a, b, 0, "add");
+}
+
+int mul_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
+            const struct tensor *b) {
+  return binary(be, out, a, b, 1, "mul");
+}
+
+int axpby_cpu(struct backend *be, struct tensor *out, float alpha, const struct tensor *x,
+              float beta, const struct tensor *y) {
+  int rc = check_pair(be, out, x, "axpby");
+  if (rc) return rc;
+  if (y) {
+    if ((rc = cpu_check_act(be, y, "axpby", "y"))) return rc;
+    if (tensor_numel(y) != tensor_numel(x))
+      return cpu_fail(be, -EINVAL, "axpby: x has %lld elements, y %lld", (long long)tensor_numel(x),
+                      (long long)tensor_numel(y));
+  } else if (beta != 0.0f) {
+    return cpu_fail(be, -EINVAL, "axpby: y is NULL but beta is %g", (double)beta);
+  }
+  struct ew_job j = {.out = out->data,
+                     .a = x->data,
+                     .b = y ? y->data : NULL,
+                     .op = 2,
+                     .alpha = alpha,
+                     .beta = beta};
+  parallel_for(cpu_ctx(be)->pool, tensor_numel(x), EW_GRAIN, binary_task, &j);
+  return 0;
+}
+
+static void add_channel_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct ew_job *j = ctx;
+  for (int64_t nc = i0; nc < i1; nc++) {
+    float bv = j->b[nc];
+    const float *a = j->a + nc * j->inner;
+    float *y = j->out + nc * j->inner;
+    for (int64_t i = 0; i < j->inner; i++) y[i] = a[i] + bv;
+  }
+}
+
+int add_channel_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
+                    const struct tensor *b) {
+  static const char *op = "add_channel";
+  int rc;
+  if ((rc = cpu_check_act(be, a, op, "a")) || (rc = cpu_check_ndim(be, a, op, "a", 2, 4)) ||
+      (rc = cpu_check_act(be, out, op, "out")) ||
+      (rc = cpu_check_same_shape(be, out, a, op, "out", "a")) ||
+      (rc = cpu_check_act(be, b, op, "b")))
+    return rc;
+  int64_t N = a->shape[0], C = a->shape[1];
+  char s1[96], s2[96];
+  int ok = (b->ndim == 2 && b->shape[0] == N && b->shape[1] == C) ||
+           (b->ndim == 4 && b->shape[0] == N && b->shape[1] == C && b->shape[2] == 1 &&
+            b->shape[3] == 1);
+  if (!ok)
+    return cpu_fail(be, -EINVAL, "add_channel: b %s is not [N, C] for a %s",
+                    cpu_shape_str(b, s1, sizeof s1), cpu_shape_str(a, s2, sizeof s2));
+  if (N * C == 0) return 0;
+  struct ew_job j = {
+      .out = out->data, .a = a->data, .b = b->data, .inner = tensor_numel(a) / (N * C)};
+  parallel_for(cpu_ctx(be)->pool, N * C, EW_GRAIN / (j.inner + 1) + 1, add_channel_task, &j);
+  return 0;
+}

@@ -1,0 +1,119 @@
+/* gemm_cpu.c: linear and batched matmul on the CPU (OpenBLAS sgemm, split
+ * over the pool by cpu_sgemm or over the batch).
+ *
+ * linear: out [..., O] = x [..., I] @ w [O, I]^T + b [O]; x viewed as [M, I].
+ * matmul: out [B, M, N] = alpha * op(a) @ op(b) (2-dim tensors mean B = 1).
+ */
+#include <cblas.h>
+
+#include "cpu_impl.h"
+
+struct bias_job {
+  float *out;
+  const float *b;
+  int64_t O;
+};
+
+static void bias_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct bias_job *j = ctx;
+  for (int64_t r = i0; r < i1; r++) {
+    float *o = j->out + r * j->O;
+    for (int64_t k = 0; k < j->O; k++) o[k] += j->b[k];
+  }
+}
+
+int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+               const struct tensor *w, const struct tensor *b) {
+  static const char *op = "linear";
+  int rc;
+  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_param(be, w, op, "w")) ||
+      (rc = cpu_check_ndim(be, w, op, "w", 2, 2)) || (rc = cpu_check_act(be, out, op, "out")))
+    return rc;
+  if (b && ((rc = cpu_check_param(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 1, 1))))
+    return rc;
+  int64_t O = w->shape[0], In = w->shape[1];
+  char s1[96], s2[96], s3[96];
+  int ok = x->ndim == out->ndim && x->shape[x->ndim - 1] == In && out->shape[out->ndim - 1] == O;
+  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
+  if (!ok)
+    return cpu_fail(be, -EINVAL, "linear: x %s, w %s, out %s do not fit [..., I] [O, I] [..., O]",
+                    cpu_shape_str(x, s1, sizeof s1), cpu_shape_str(w, s2, sizeof s2),
+                    cpu_shape_str(out, s3, sizeof s3));
+  if (b && b->shape[0] != O)
+    return cpu_fail(be, -EINVAL, "linear: b has %lld entries for %lld outputs",
+                    (long long)b->shape[0], (long long)O);
+  if (out->data == x->data) return cpu_fail(be, -EINVAL, "linear: out may not alias x");
+  int64_t M = In ? tensor_numel(x) / In : tensor_numel(out) / (O ? O : 1);
+  if (M == 0 || O == 0) return 0;
+  const float *wf = cpu_param_f32(be, w, CPU_W_WEIGHT, op);
+  if (!wf) return -ENOMEM;
+  const float *bf = NULL;
+  if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
+  if (In == 0)
+    memset(out->data, 0, (size_t)(M * O) * sizeof(float));
+  else
+    cpu_sgemm(be, 0, 1, M, O, In, 1.0f, x->data, In, wf, In, 0.0f, out->data, O);
+  if (bf) {
+    struct bias_job j = {out->data, bf, O};
+    parallel_for(cpu_ctx(be)->pool, M, (1 << 14) / (O + 1) + 1, bias_task, &j);
+  }
+  return 0;
+}
+
+struct bmm_job {
+  int ta, tb;
+  int64_t M, N, K, sa, sb, sc;
+  float alpha;
+  const float *a, *b;
+  float *c;
+};
+
+static void bmm_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct bmm_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++)
+    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
+                (int)j->M, (int)j->N, (int)j->K, j->alpha, j->a + i * j->sa,
+                j->ta ? (int)j->M : (int)j->K, j->b + i * j->sb, j->tb ? (int)j->K : (int)j->N,
+                0.0f, j->c + i * j->sc, (int)j->N);
+}
+
+int matmul_cpu(struct backend *be, struct tensor *out, const struct tensor *a, int trans_a,
+               const struct tensor *b, int trans_b, float alpha) {
+  static const char *op = "matmul";
+  int rc;
+  if ((rc = cpu_check_act(be, a, op, "a")) || (rc = cpu_check_ndim(be, a, op, "a", 2, 3)) ||
+      (rc = cpu_check_act(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 2, 3)) ||
+      (rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 2, 3)))
+    return rc;
+  char s1[96], s2[96], s3[96];
+  int d = a->ndim - 2;
+  int64_t B = d ? a->shape[0] : 1;
+  int64_t M = trans_a ? a->shape[d + 1] : a->shape[d], K = trans_a ? a->shape[d] : a->shape[d + 1];
+  int64_t Kb = trans_b ? b->shape[d + 1] : b->shape[d], N = trans_b ? b->shape[d] : b->shape[d + 1];
+  int ok = a->ndim == b->ndim && a->ndim == out->ndim && K == Kb &&
+           (!d || (b->shape[0] == B && out->shape[0] == B)) && out->shape[d] == M &&
+           out->shape[d + 1] == N;
+  if (!ok)
+    return cpu_fail(be, -EINVAL, "matmul: a %s%s, b %s%s, out %s do not fit",
+                    cpu_shape_str(a, s1, sizeof s1), trans_a ? "^T" : "",
+                    cpu_shape_str(b, s2, sizeof s2), trans_b ? "^T" : "",
+                    cpu_shape_str(out, s3, sizeof s3));
+  if (out->data == a->data || out->data == b->data)
+    return cpu_fail(be, -EINVAL, "matmul: out may not alias a or b");
+  if (B == 0 || M == 0 || N == 0) return 0;
+  if (K == 0) {
+    memset(out->data, 0, (size_t)(B * M * N) * sizeof(float));
+    return 0;
+  }
+  struct cpu_ctx *c = cpu_ctx(be);
+  struct bmm_job j = {trans_a != 0, trans_b != 0, M,     N,       K,       M * K,
+                      K * N,        M * N,        alpha, a->data, b->data, out->data};
+  if (B >= 2 * c->threads || (B >= c->threads && 2.0 * M * N * K < 4e7)) {
+    parallel_for(c->pool, B, 1, bmm_task, &j);
+  } else {
+    for (int64_t i = 0; i < B; i++)
+      cpu_sgemm(be, j.ta, j.tb, M, N, K, alpha, j.a + i * j.sa, j.ta ? M : K, j.b + i * j.sb,
+                j.tb ? K : N, 0.0f, j.c + i * j.sc, N);
+  }
+  return 0;
+}

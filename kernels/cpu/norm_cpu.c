@@ -1,0 +1,211 @@
+/* norm_cpu.c: group_norm, layer_norm and softmax on the CPU.
+ *
+ * Statistics are two-pass (mean, then the mean of squared deviations) with
+ * double accumulators, biased variance (as PyTorch); then
+ * y = (x - mean) * (gamma*rstd) + beta evaluated in double and rounded once
+ * (SiLU after, in float). gamma/beta may be NULL (1 and 0).
+ * out may alias x for all three ops (each task reads its block before
+ * writing it).
+ */
+#include <math.h>
+
+#include "cpu_impl.h"
+#include "vecmath.h"
+
+/* sum and sum of squared deviations of x[n] around its mean, in double */
+CPU_CLONES static void moments(const float *x, int64_t n, double *mean, double *var) {
+  double a[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) a[k] += x[i + k];
+  double s = 0;
+  for (; i < n; i++) s += x[i];
+  for (int k = 0; k < 8; k++) s += a[k];
+  double m = n ? s / (double)n : 0.0;
+  double q[8] = {0};
+  i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) {
+      double d = x[i + k] - m;
+      q[k] += d * d;
+    }
+  double v = 0;
+  for (; i < n; i++) v += (x[i] - m) * (x[i] - m);
+  for (int k = 0; k < 8; k++) v += q[k];
+  *mean = m;
+  *var = n ? v / (double)n : 0.0;
+}
+
+/* y = act((x - mean) * a + c), the centring and scaling in double so that a
+ * large mean does not cancel away the signal */
+CPU_CLONES static void scale_shift(float *y, const float *x, int64_t n, double mean, double a,
+                                   double c, int silu) {
+  if (silu)
+    for (int64_t i = 0; i < n; i++) {
+      float v = (float)(((double)x[i] - mean) * a + c);
+      y[i] = v / (1.0f + vm_expf(-v));
+    }
+  else
+    for (int64_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * a + c);
+}
+
+struct gn_job {
+  const float *x, *gamma, *beta;
+  float *out;
+  int64_t C, S, groups;
+  float eps;
+  int silu;
+};
+
+static void gn_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct gn_job *j = ctx;
+  int64_t cpg = j->C / j->groups;
+  for (int64_t t = i0; t < i1; t++) {
+    int64_t g = t % j->groups;
+    const float *x = j->x + t * cpg * j->S;
+    float *y = j->out + t * cpg * j->S;
+    double mean, var;
+    moments(x, cpg * j->S, &mean, &var);
+    double rstd = 1.0 / sqrt(var + (double)j->eps);
+    for (int64_t k = 0; k < cpg; k++) {
+      int64_t ch = g * cpg + k;
+      double a = (j->gamma ? j->gamma[ch] : 1.0) * rstd;
+      double c = j->beta ? j->beta[ch] : 0.0;
+      scale_shift(y + k * j->S, x + k * j->S, j->S, mean, a, c, j->silu);
+    }
+  }
+}
+
+static int check_affine(struct backend *be, const struct tensor *p, int64_t C, const char *op,
+                        const char *what) {
+  if (!p) return 0;
+  int rc = cpu_check_param(be, p, op, what);
+  if (rc) return rc;
+  if (tensor_numel(p) != C)
+    return cpu_fail(be, -EINVAL, "%s: %s has %lld entries for %lld channels", op, what,
+                    (long long)tensor_numel(p), (long long)C);
+  return 0;
+}
+
+int group_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+                   const struct tensor *gamma, const struct tensor *beta, int groups, float eps,
+                   int fuse_silu) {
+  static const char *op = "group_norm";
+  int rc;
+  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_ndim(be, x, op, "x", 2, 4)) ||
+      (rc = cpu_check_act(be, out, op, "out")) ||
+      (rc = cpu_check_same_shape(be, out, x, op, "out", "x")))
+    return rc;
+  int64_t N = x->shape[0], C = x->shape[1];
+  if (groups < 1 || C % groups != 0)
+    return cpu_fail(be, -EINVAL, "group_norm: %lld channels not divisible into %d groups",
+                    (long long)C, groups);
+  if (!(eps >= 0.0f)) return cpu_fail(be, -EINVAL, "group_norm: bad eps");
+  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
+      (rc = check_affine(be, beta, C, op, "beta")))
+    return rc;
+  if (N == 0 || C == 0) return 0;
+  struct gn_job j = {.x = x->data,
+                     .out = out->data,
+                     .C = C,
+                     .S = tensor_numel(x) / (N * C),
+                     .groups = groups,
+                     .eps = eps,
+                     .silu = fuse_silu != 0};
+  if (gamma && !(j.gamma = cpu_param_f32(be, gamma, CPU_W_GAMMA, op))) return -ENOMEM;
+  if (beta && !(j.beta = cpu_param_f32(be, beta, CPU_W_BETA, op))) return -ENOMEM;
+  parallel_for(cpu_ctx(be)->pool, N * groups, 1, gn_task, &j);
+  return 0;
+}
+
+CPU_CLONES static void ln_row(float *y, const float *x, int64_t C, const float *g, const float *b,
+                              float eps) {
+  double mean, var;
+  moments(x, C, &mean, &var);
+  double rstd = 1.0 / sqrt(var + (double)eps);
+  for (int64_t i = 0; i < C; i++) {
+    double v = ((double)x[i] - mean) * rstd;
+    y[i] = (float)(v * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f));
+  }
+}
+
+struct ln_job {
+  const float *x, *gamma, *beta;
+  float *out;
+  int64_t C;
+  float eps;
+};
+
+static void ln_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct ln_job *j = ctx;
+  for (int64_t r = i0; r < i1; r++)
+    ln_row(j->out + r * j->C, j->x + r * j->C, j->C, j->gamma, j->beta, j->eps);
+}
+
+int layer_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
+                   const struct tensor *gamma, const struct tensor *beta, float eps) {
+  static const char *op = "layer_norm";
+  int rc;
+  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_act(be, out, op, "out")) ||
+      (rc = cpu_check_same_shape(be, out, x, op, "out", "x")))
+    return rc;
+  int64_t C = x->shape[x->ndim - 1];
+  if (!(eps >= 0.0f)) return cpu_fail(be, -EINVAL, "layer_norm: bad eps");
+  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
+      (rc = check_affine(be, beta, C, op, "beta")))
+    return rc;
+  if (C == 0 || tensor_numel(x) == 0) return 0;
+  struct ln_job j = {.x = x->data, .out = out->data, .C = C, .eps = eps};
+  if (gamma && !(j.gamma = cpu_param_f32(be, gamma, CPU_W_GAMMA, op))) return -ENOMEM;
+  if (beta && !(j.beta = cpu_param_f32(be, beta, CPU_W_BETA, op))) return -ENOMEM;
+  parallel_for(cpu_ctx(be)->pool, tensor_numel(x) / C, (1 << 14) / C + 1, ln_task, &j);
+  return 0;
+}
+
+/* softmax of one row, in place allowed; returns nothing (a row of -Inf
+ * gives NaN, as PyTorch) */
+CPU_CLONES void softmax_row_cpu(float *y, const float *x, int64_t n) {
+  float m = -__builtin_inff();
+  for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int k = 0; k < 16; k++) {
+      float e = vm_expf(x[i + k] - m);
+      y[i + k] = e;
+      acc[k] += e;
+    }
+  float s = 0;
+  for (; i < n; i++) {
+    float e = vm_expf(x[i] - m);
+    y[i] = e;
+    s += e;
+  }
+  for (int k = 0; k < 16; k++) s += acc[k];
+  float r = 1.0f / s;
+  for (i = 0; i < n; i++) y[i] *= r;
+}
+
+struct sm_job {
+  const float *x;
+  float *out;
+  int64_t C;
+};
+
+static void sm_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct sm_job *j = ctx;
+  for (int64_t r = i0; r < i1; r++) softmax_row_cpu(j->out + r * j->C, j->x + r * j->C, j->C);
+}
+
+int softmax_cpu(struct backend *be, struct tensor *out, const struct tensor *x) {
+  static const char *op = "softmax";
+  int rc;
+  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_act(be, out, op, "out")) ||
+      (rc = cpu_check_same_shape(be, out, x, op, "out", "x")))
+    return rc;
+  int64_t C = x->shape[x->ndim - 1];
+  if (C == 0 || tensor_numel(x) == 0) return 0;
+  struct sm_job j = {x->data, out->data, C};
+  parallel_for(cpu_ctx(be)->pool, tensor_numel(x) / C, (1 << 14) / C + 1, sm_task, &j);
+  return 0;
+}
