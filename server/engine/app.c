@@ -67,7 +67,42 @@ static int file_sha256(const char *path, char hex[65]) {
   return n < 0 ? -1 : 0;
 }
 
-/* Empties tmp/ and removes stored files no active shard needs. */
+/* Shard ids whose withdrawal asked for a purge (from the audit log, which
+ * records the request in the same transaction as the withdrawal). */
+static json_t *purged_ids(struct app *a) {
+  json_t *ids = json_object();
+  int64_t since = 0;
+  for (;;) {
+    json_t *page = NULL;
+    char *err = NULL;
+    if (registry_event_list(a->reg, since, 1000, &page, &err) != 0) {
+      free(err);
+      break;
+    }
+    json_t *evs = json_object_get(page, "events"), *ev;
+    size_t i;
+    json_array_foreach(evs, i, ev) {
+      since = json_integer_value(json_object_get(ev, "id"));
+      const char *type = json_string_value(json_object_get(ev, "type"));
+      json_t *purge = json_object_get(json_object_get(ev, "detail"), "purge");
+      if (type && strcmp(type, "shard.withdrawn") == 0 && json_is_true(purge)) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld",
+                 (long long)json_integer_value(json_object_get(ev, "shard_id")));
+        json_object_set_new(ids, key, json_true());
+      }
+    }
+    size_t n = json_array_size(evs);
+    json_decref(page);
+    if (n < 1000) break;
+  }
+  return ids;
+}
+
+/* Empties tmp/ and removes every stored file that no shard row keeps: an
+ * active row keeps its file, and so does a withdrawn one that was not purged.
+ * A file no row names is a registration that died before its commit; a file
+ * whose rows were all purged is a purge that died after its commit. */
 static void app_gc(struct app *a) {
   DIR *d = opendir(a->tmp_dir);
   struct dirent *e;
@@ -78,35 +113,34 @@ static void app_gc(struct app *a) {
     if (unlink(path) == 0) log_info("removed leftover temporary file tmp/%s", e->d_name);
   }
   if (d) closedir(d);
+  struct registry_shard *rows = NULL;
+  size_t nrows = 0;
+  char *err = NULL;
+  if (registry_shard_list(a->reg, NULL, NULL, &rows, &nrows, &err) != 0) {
+    log_warn("store clean-up skipped: %s", err ? err : "?");
+    free(err);
+    return;
+  }
+  json_t *purged = purged_ids(a);
   d = opendir(a->shards_dir);
   while (d && (e = readdir(d))) {
     size_t n = strlen(e->d_name);
     if (n != 64 + 12 || strcmp(e->d_name + 64, ".safetensors") != 0) continue;
-    char sha[65];
-    memcpy(sha, e->d_name, 64);
-    sha[64] = 0;
-    struct registry_shard *rows = NULL;
-    size_t nrows = 0;
-    char *err = NULL;
-    if (registry_shard_list(a->reg, NULL, NULL, &rows, &nrows, &err) != 0) {
-      free(err);
-      break;
-    }
     int keep = 0;
-    for (size_t i = 0; i < nrows; i++) {
-      if (strcmp(rows[i].sha256, sha) != 0) continue;
-      if (rows[i].status == REGISTRY_SHARD_ACTIVE) keep = 1;
-      /* a withdrawn row keeps its file unless the withdrawal purged it */
-      else if (!(rows[i].metadata && json_is_true(json_object_get(rows[i].metadata, "_purge"))))
-        keep = 1;
+    for (size_t i = 0; i < nrows && !keep; i++) {
+      if (strncmp(rows[i].sha256, e->d_name, 64) != 0) continue;
+      char key[32];
+      snprintf(key, sizeof key, "%lld", (long long)rows[i].id);
+      keep = rows[i].status == REGISTRY_SHARD_ACTIVE || !json_object_get(purged, key);
     }
-    registry_shard_rows_free(rows, nrows);
     if (!keep) {
       snprintf(path, sizeof path, "%s/%s", a->shards_dir, e->d_name);
-      if (unlink(path) == 0) log_info("removed unreferenced stored shard %.12s", sha);
+      if (unlink(path) == 0) log_info("removed unreferenced stored shard %.12s", e->d_name);
     }
   }
   if (d) closedir(d);
+  json_decref(purged);
+  registry_shard_rows_free(rows, nrows);
 }
 
 /* Re-applies every committed active shard, in id order. */
