@@ -167,7 +167,6 @@ static int cmd_serve(int argc, char **argv) {
     }
     goto fail;
   }
-  if (strcmp(dev, "auto") == 0) log_info("device auto: no CUDA backend available, using the CPU");
   snprintf(app.model_root, sizeof app.model_root, "%s",
            app.cfg.model[0] ? app.cfg.model : SOUPD_DEFAULT_MODEL_DIR);
 
@@ -179,6 +178,7 @@ static int cmd_serve(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   log_info("soupd %s starting (backends: %s)", SOUPD_VERSION, soupd_backends());
+  if (strcmp(dev, "auto") == 0) log_info("device auto: no CUDA backend available, using the CPU");
   if (app_open(&app, &err) != 0) goto fail_app;
   struct http_server *http = NULL;
   if (http_start(&app, &http, &err) != 0) goto fail_app;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "crash.h"
 #include "formats/model_dir.h"
 #include "formats/safetensors.h"
 #include "log.h"
@@ -322,6 +323,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
   }
   int dfd = open(a->shards_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) fsync(dfd), close(dfd);
+  crash_point("register.stored");
 
   const struct soup_version *before = soup_acquire(a->soup);
   uint64_t v_before = before->version;
@@ -336,6 +338,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
   }
   char h_after[65];
   soup_hash_hex(a->soup, h_after);
+  crash_point("register.applied");
   json_t *detail =
       json_pack("{s:f,s:I}", "weight", soup_weight_value(kq), "weight_q", (json_int_t)kq);
   struct reg_arg ra = {.a = a,
@@ -358,6 +361,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
     soup_rollback_st(a->soup, f, kq, NULL);
     goto undo_file;
   }
+  crash_point("register.committed");
   publish(a, v_before + 1, t0);
   pthread_mutex_unlock(&a->update_mu);
   st_close(f);
@@ -440,6 +444,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
     goto out;
   }
   soup_hash_hex(a->soup, h_after);
+  if (new_kq == 0) crash_point("withdraw.applied");
   json_t *detail = new_kq == 0
                        ? json_pack("{s:s,s:b}", "reason", reason ? reason : "", "purge", purge)
                        : json_pack("{s:f,s:f}", "weight_before", soup_weight_value(s.weight_q),
@@ -463,6 +468,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
     st_close(f);
     goto out;
   }
+  if (new_kq == 0) crash_point("withdraw.committed");
   publish(a, v_before + 1, t0);
   st_close(f);
   if (new_kq == 0 && purge) {

@@ -291,12 +291,12 @@ int http_start(struct app *app, struct http_server **out, char **err) {
   const struct config *c = &app->cfg;
   s->d = MHD_start_daemon(
       MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
-      on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
-      (unsigned)c->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)c->per_ip_connections,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)c->connection_timeout_s,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->connection_memory_kib * 1024,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+      on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_SOCK_ADDR,
+      (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->threads,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)c->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)c->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)c->connection_memory_kib * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
       MHD_OPTION_END);
   if (!s->d) {
     char buf[256];
