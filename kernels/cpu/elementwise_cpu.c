@@ -3,8 +3,8 @@
  *
  * out may alias an input for every op here except geglu (whose out is half
  * the width of x). Activations follow PyTorch: silu x/(1+e^-x), gelu
- * 0.5x(1+erf(x/sqrt2)), gelu_tanh 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))),
- * quick_gelu x*sigmoid(1.702x).
+ * 0.5x(1+erf(x/sqrt2)) (as 0.5x erfc(-x/sqrt2)) (as 0.5x erfc(-x/sqrt2)), gelu_tanh
+ * 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))), quick_gelu x*sigmoid(1.702x).
  */
 #include <math.h>
 
@@ -13,8 +13,9 @@
 
 #define EW_GRAIN (1 << 15)
 
+/* 1 + erf(z) = erfc(-z): no cancellation in the negative tail */
 static inline float gelu_erf(float x) {
-  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+  return 0.5f * x * erfcf(x * -0.70710678118654752f);
 }
 
 CPU_CLONES static void unary_range(float *y, const float *x, int64_t n, int op) {
