@@ -118,6 +118,13 @@ void registry_close(struct registry *r) {
   free(r);
 }
 
+int registry_healthy(struct registry *r) {
+  registry_lock(r);
+  int ok = !r->poisoned;
+  registry_unlock(r);
+  return ok;
+}
+
 int registry_integrity_check(struct registry *r, char **err) {
   registry_lock(r);
   int rc = pragma_expect(r, "PRAGMA integrity_check", "ok", err);
@@ -190,7 +197,10 @@ int registry_rollback(struct registry *r) {
     return 0;
   }
   int rc = 0;
-  if (!sqlite3_get_autocommit(r->db)) rc = REG_EXEC(r, "ROLLBACK", NULL);
+  if (!sqlite3_get_autocommit(r->db)) {
+    int s = sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL); /* even when poisoned */
+    if (s != SQLITE_OK) rc = REG_SQL_FAIL(r, s, "ROLLBACK", NULL);
+  }
   tx_end(r);
   return rc;
 }

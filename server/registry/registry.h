@@ -43,6 +43,16 @@ struct registry;
 #define REGISTRY_ECONFLICT (-3) /* unique index or state conflict (-> 409) */
 #define REGISTRY_EINVAL (-4)    /* bad argument (-> 400/422) */
 #define REGISTRY_EBUSY (-5)     /* database locked past the busy timeout (-> 503) */
+/* An I/O error or corruption reported by SQLite. If it happened at a commit
+ * (also the implicit commit of a single statement) the OUTCOME IS UNKNOWN: a
+ * commit whose fsync failed may still be found committed after a crash
+ * (seen with SQLite 3.40; test_registry_ioerr.c). So the registry poisons
+ * itself: every later call returns REGISTRY_EIO until it is closed and
+ * re-opened (restart), when SQLite recovery decides. The caller must not act
+ * on the change as failed (e.g. delete a stored file) nor as done: stop
+ * being ready (-> 503) and restart. ENOSPC (SQLITE_FULL) is a clean failure
+ * (-> EFAIL, nothing written) and does not poison. */
+#define REGISTRY_EIO (-6)
 
 #define REGISTRY_WEIGHT_ONE 65536 /* weight_q of weight 1.0 (unit 2^-16) */
 #define REGISTRY_BUSY_TIMEOUT_MS 5000
@@ -57,6 +67,8 @@ int registry_open(const char *path, struct registry **out, char **err);
 /* Closes the connection (checkpoints the WAL). NULL is a no-op. Must not be
  * called inside a transaction or while another thread uses the registry. */
 void registry_close(struct registry *r);
+/* 1 while usable, 0 once poisoned by an I/O error (see REGISTRY_EIO). */
+int registry_healthy(struct registry *r);
 /* Full PRAGMA integrity_check; REGISTRY_EFAIL with the report if not "ok". */
 int registry_integrity_check(struct registry *r, char **err);
 /* Schema version (PRAGMA user_version) and number of embedded migrations. */

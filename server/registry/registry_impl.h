@@ -20,6 +20,7 @@ struct registry {
   pthread_mutex_t mu; /* recursive */
   int in_tx;
   pthread_t tx_owner;
+  int poisoned; /* set by reg_sql_fail on SQLITE_IOERR / SQLITE_CORRUPT */
 };
 
 /* Sets *err (if err) to a malloc'd printf-formatted message; returns code. */
@@ -27,17 +28,21 @@ int reg_err(char **err, int code, const char *fmt, ...) __attribute__((format(pr
 
 /* Formats "sqlite: <msg> (code N) in `<sql>` at <file>:<line>" into *err and
  * returns the mapped code: BUSY/LOCKED -> EBUSY, UNIQUE/PRIMARYKEY/TRIGGER
- * constraints -> ECONFLICT, CHECK/NOTNULL/FOREIGNKEY -> EINVAL, else EFAIL. */
+ * constraints -> ECONFLICT, CHECK/NOTNULL/FOREIGNKEY -> EINVAL, IOERR/CORRUPT
+ * -> EIO (and the registry is poisoned), else EFAIL. */
 int reg_sql_fail(struct registry *r, int rc, const char *sql, const char *file, int line,
                  char **err);
 #define REG_SQL_FAIL(r, rc, sql, err) reg_sql_fail((r), (rc), (sql), __FILE__, __LINE__, (err))
 
-/* sqlite3_prepare_v2 with the error recorded (statement, file, line). */
+/* sqlite3_prepare_v2 with the error recorded (statement, file, line).
+ * Refuses (EIO) once poisoned, and (EFAIL) inside a transaction that SQLite
+ * already rolled back. */
 int reg_prepare(struct registry *r, const char *sql, sqlite3_stmt **st, const char *file, int line,
                 char **err);
 #define REG_PREPARE(r, sql, st, err) reg_prepare((r), (sql), (st), __FILE__, __LINE__, (err))
 
-/* sqlite3_exec of statements without results, error recorded. */
+/* sqlite3_exec of statements without results, error recorded; refuses
+ * (EIO) once poisoned. */
 int reg_exec(struct registry *r, const char *sql, const char *file, int line, char **err);
 #define REG_EXEC(r, sql, err) reg_exec((r), (sql), __FILE__, __LINE__, (err))
 

@@ -49,6 +49,11 @@ int reg_sql_fail(struct registry *r, int rc, const char *sql, const char *file, 
     code = REGISTRY_EINVAL;
     break;
   default:
+    if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_CORRUPT ||
+        (rc & 0xff) == SQLITE_NOTADB) {
+      code = REGISTRY_EIO;
+      if (r) r->poisoned = 1;
+    }
     break;
   }
   /* sqlite3_errmsg describes the most recent failure on the connection; use
@@ -59,9 +64,17 @@ int reg_sql_fail(struct registry *r, int rc, const char *sql, const char *file, 
                  short_file(file), line);
 }
 
+static int poisoned_err(const char *file, int line, char **err) {
+  return reg_err(err, REGISTRY_EIO,
+                 "registry unusable after an I/O error (the last commit's outcome is unknown); "
+                 "restart to recover (at %s:%d)",
+                 short_file(file), line);
+}
+
 int reg_prepare(struct registry *r, const char *sql, sqlite3_stmt **st, const char *file, int line,
                 char **err) {
   *st = NULL;
+  if (r->poisoned) return poisoned_err(file, line, err);
   /* After an I/O error or similar SQLite may have rolled the transaction
    * back on its own; refuse to run the caller's next statements in
    * autocommit mode as if they were still part of it. */
@@ -76,6 +89,7 @@ int reg_prepare(struct registry *r, const char *sql, sqlite3_stmt **st, const ch
 }
 
 int reg_exec(struct registry *r, const char *sql, const char *file, int line, char **err) {
+  if (r->poisoned) return poisoned_err(file, line, err);
   int rc = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
   if (rc != SQLITE_OK) return reg_sql_fail(r, rc, sql, file, line, err);
   return 0;

@@ -8,17 +8,21 @@
  *  - a write failing at every possible point of a "shard + event + soup
  *    version" transaction: each attempt is whole or absent, success is
  *    reported only when the rows are there, integrity_check passes;
- *  - a failing fsync at commit is reported as a failure. */
+ *  - a failing fsync at commit is reported as REGISTRY_EIO (outcome
+ *    unknown) and poisons the registry until re-open; after a crash the
+ *    transaction is whole or absent. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "registry/registry.h"
@@ -251,12 +255,13 @@ static void test_enospc_at_commit(void **state) {
   atomic_store(&g_injected, 0);
   atomic_store(&g_writes_left, 0); /* the disk is full from now on */
   char *err = NULL;
-  assert_true(registry_commit(f->r, &err) < 0);
+  assert_int_equal(registry_commit(f->r, &err), REGISTRY_EFAIL);
   assert_true(atomic_load(&g_injected) > 0);
   assert_non_null(strstr(err, "COMMIT"));
   free(err);
   assert_false(registry_in_transaction(f->r));
-  atomic_store(&g_writes_left, -1); /* space is back */
+  assert_true(registry_healthy(f->r)); /* a full disk is a clean failure */
+  atomic_store(&g_writes_left, -1);    /* space is back */
   assert_int_equal(count(f->r, "shards"), 1);
   assert_int_equal(register_tx(f->r, 2), 0); /* the registry still works */
   reopen(f);
@@ -280,6 +285,7 @@ static void test_write_error_everywhere(void **state) {
       committed++;
     else
       failures++;
+    assert_true(registry_healthy(f->r));
     /* Success is reported only with the rows there; failure leaves none. */
     assert_int_equal(count(f->r, "shards"), committed);
     assert_int_equal(count(f->r, "events"), committed);
@@ -295,16 +301,68 @@ static void test_write_error_everywhere(void **state) {
 
 static void test_fsync_error_is_reported(void **state) {
   struct fx *f = *state;
+  assert_int_equal(register_tx(f->r, 1), 0);
   atomic_store(&g_injected, 0);
   atomic_store(&g_fail_sync, 1);
-  int rc = register_tx(f->r, 1);
+  int rc = register_tx(f->r, 2);
   atomic_store(&g_fail_sync, 0);
   assert_true(atomic_load(&g_injected) > 0);
-  assert_true(rc < 0); /* never reported as durable */
+  /* Never reported as durable, nor as cleanly failed: outcome unknown. */
+  assert_int_equal(rc, REGISTRY_EIO);
+  assert_false(registry_healthy(f->r));
+  /* Poisoned: everything is refused until re-open, reads included. */
+  char *err = NULL;
+  assert_int_equal(registry_begin(f->r, &err), REGISTRY_EIO);
+  assert_non_null(strstr(err, "restart"));
+  free(err);
+  struct registry_shard *rows = NULL;
+  size_t n_rows = 0;
+  assert_int_equal(registry_shard_list(f->r, NULL, NULL, &rows, &n_rows, NULL), REGISTRY_EIO);
+  struct registry_event ev = {.type = "x",
+                              .soup_version_before = -1,
+                              .soup_version_after = -1,
+                              .outcome = REGISTRY_OUTCOME_OK};
+  assert_int_equal(registry_event_append(f->r, &ev, NULL, NULL), REGISTRY_EIO);
+  assert_int_equal(registry_rollback(f->r), 0);
   /* Whatever SQLite kept, it is whole and consistent. */
   reopen(f);
+  assert_true(registry_healthy(f->r));
   int64_t n = count(f->r, "shards");
-  assert_true(n == 0 || n == 1);
+  assert_true(n == 1 || n == 2);
+  assert_int_equal(count(f->r, "events"), n);
+  assert_int_equal(count(f->r, "soup_versions"), n);
+  assert_int_equal(register_tx(f->r, (int)n + 1), 0);
+}
+
+/* The reason for poisoning: a commit whose fsync failed, followed by a
+ * crash, may be found COMMITTED by recovery (observed with SQLite 3.40 when
+ * the WAL already holds frames). Here only "whole or absent" is asserted,
+ * which is SQLite's promise; which of the two is SQLite's business. */
+static void test_fsync_error_then_crash(void **state) {
+  struct fx *f = *state;
+  registry_close(f->r); /* no connection across fork */
+  f->r = NULL;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    struct registry *r = NULL;
+    if (registry_open(f->path, &r, NULL) != 0) _exit(2);
+    if (register_tx(r, 1) != 0 || register_tx(r, 2) != 0) _exit(3);
+    atomic_store(&g_fail_sync, 1);
+    if (register_tx(r, 3) != REGISTRY_EIO || registry_healthy(r)) _exit(4);
+    kill(getpid(), SIGKILL);
+    _exit(5);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFEXITED(status)) fprintf(stderr, "child exited with %d\n", WEXITSTATUS(status));
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGKILL);
+  assert_int_equal(registry_open(f->path, &f->r, NULL), 0);
+  assert_int_equal(registry_integrity_check(f->r, NULL), 0);
+  int64_t n = count(f->r, "shards");
+  assert_true(n == 2 || n == 3);
   assert_int_equal(count(f->r, "events"), n);
   assert_int_equal(count(f->r, "soup_versions"), n);
 }
@@ -314,6 +372,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_enospc_at_commit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_error_everywhere, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fsync_error_is_reported, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fsync_error_then_crash, setup, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
