@@ -1,5 +1,7 @@
 -- 0001_init.sql: the first registry schema (server/registry/registry.h).
 -- Migrations are append-only: never edit a released file, add NNNN_what.sql.
+-- Each file runs inside one transaction with its user_version bump
+-- (server/registry/migrate.c): no BEGIN/COMMIT or PRAGMA journal_mode here.
 -- Invariants enforced here, not only in C:
 --   * at most one ACTIVE shard per name and per sha256 (partial unique indexes);
 --   * shard rows are never deleted, and a withdrawn row is final;
