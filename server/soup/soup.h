@@ -6,7 +6,8 @@
  * 1 <= kq <= SOUP_KQ_MAX; K = sum kq <= SOUP_K_MAX. Per tensor t an int64
  * accumulator S_t[i] = sum kq_j * q(w_j[i], F_t) (rules in
  * kernels/soup_backend.h), with F_t fixed at soup_new from the base:
- *   e_t = smallest e with max|w_base| < 2^e, clamped to [-16, 100];
+ *   e_t = smallest e with max|w_base| < 2^e, clamped to [-10, 100] (an
+ *   all-zero base tensor gets e = -10: its shards may hold |w| <= 2^-4);
  *   F_t = SOUP_Q_LIMIT_BITS - SOUP_HEADROOM_BITS - e_t  (= 30 - e_t),
  * so a shard value may be up to 2^6 = 64 times the base tensor's largest
  * magnitude (beyond that, or NaN/Inf, the shard is rejected), and

@@ -3,7 +3,7 @@
  *
  * F per tensor (soup.h): e = smallest integer with max|w_base| < 2^e, clamped
  * to [SOUP_E_MIN, SOUP_E_MAX]; F = 36 - 6 - e. The clamp keeps every
- * materialize step exact-scaled (no binary64 subnormals) and F in [-70, 46].
+ * materialize step exact-scaled (no binary64 subnormals) and F in [-70, 40].
  */
 #include <errno.h>
 #include <math.h>
@@ -17,7 +17,7 @@
 #include "log.h"
 #include "soup_internal.h"
 
-#define SOUP_E_MIN (-16)
+#define SOUP_E_MIN (-10)
 #define SOUP_E_MAX 100
 
 double soup_now_ms(void) {
