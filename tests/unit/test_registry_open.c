@@ -196,6 +196,41 @@ static void test_refuse_garbage_file(void **state) {
   free(err);
 }
 
+/* A database corrupted on disk (one data page overwritten after a clean
+ * close) is refused at open by quick_check, not served. */
+static void test_refuse_corrupt_page(void **state) {
+  struct fx *f = *state;
+  struct registry *r = NULL;
+  assert_int_equal(registry_open(f->path, &r, NULL), 0);
+  json_t *detail = json_pack("{s:s}", "pad", "0123456789012345678901234567890123456789");
+  for (int i = 0; i < 300; i++) {
+    struct registry_event ev = {.type = "filler",
+                                .soup_version_before = -1,
+                                .soup_version_after = -1,
+                                .outcome = REGISTRY_OUTCOME_OK,
+                                .detail = detail};
+    assert_int_equal(registry_event_append(r, &ev, NULL, NULL), 0);
+  }
+  json_decref(detail);
+  registry_close(r); /* checkpoints: everything is in the main file */
+  FILE *fp = fopen(f->path, "r+b");
+  assert_non_null(fp);
+  assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+  long size = ftell(fp);
+  assert_true(size > 8 * 4096);
+  /* Overwrite the middle of the next-to-last page (a b-tree page). */
+  unsigned char junk[512];
+  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)(i * 131 + 7);
+  assert_int_equal(fseek(fp, size - 4096 - 2048, SEEK_SET), 0);
+  assert_int_equal(fwrite(junk, 1, sizeof junk, fp), sizeof junk);
+  fclose(fp);
+  char *err = NULL;
+  assert_true(registry_open(f->path, &r, &err) < 0);
+  assert_null(r);
+  assert_non_null(err);
+  free(err);
+}
+
 /* A version-0 database with content of its own is migrated forward, its
  * content kept. */
 static void test_migrate_existing_v0(void **state) {
@@ -229,6 +264,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_refuse_without_wal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_refuse_newer_db, setup, teardown),
       cmocka_unit_test_setup_teardown(test_refuse_garbage_file, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_refuse_corrupt_page, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_existing_v0, setup, teardown),
       cmocka_unit_test_setup_teardown(test_empty_path, setup, teardown),
   };
