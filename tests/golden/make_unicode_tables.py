@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Generates server/diffusion/unicode_tables.c, the Unicode data the CLIP
+tokenizer (server/diffusion/tokenizer.c) needs:
+
+  - character classes of the pre-tokenisation regex: \\p{L}, \\p{N} and \\s;
+  - the per-character lower-case mapping;
+  - canonical combining classes, full canonical decompositions and the
+    primary-composite pairs (for NFC).
+
+    python3 tests/golden/make_unicode_tables.py      # rewrites the C file
+
+The reference is the `tokenizers` library that transformers 5.24's
+CLIPTokenizer runs on, and it does not use one Unicode version: its regex
+engine (Oniguruma) and Lowercase (Rust std) know Unicode 16, newer than
+Python 3.11's unicodedata (14.0), while its NFC/NFD data is much older (marks
+such as U+1133B or U+08CE have class 0 there, and U+11938 does not
+decompose). So the tables start from unicodedata and are checked against,
+and completed or cut by, what tokenizers itself does for every code point:
+its regex classes, its Lowercase, its NFD (decompositions), its NFC
+(compositions) and its canonical reordering (which marks have a non-zero
+combining class; the values themselves are unicodedata's, stable by Unicode
+policy). Deterministic; not run by make_goldens.py (not a gen_*.py).
+"""
+import pathlib
+import shutil
+import subprocess
+import sys
+import unicodedata
+
+from tokenizers import Regex, normalizers
+
+OUT = pathlib.Path(__file__).resolve().parents[2] / "server" / "diffusion" / "unicode_tables.c"
+CPS = [c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF]
+HANGUL = range(0xAC00, 0xD7A4)
+
+
+def probe_class(pattern):
+    """Code points the reference regex engine (Oniguruma) puts in the class."""
+    n = normalizers.Replace(Regex(pattern), "\x00")
+    s = "".join(map(chr, CPS))
+    out = n.normalize_str(s)
+    assert len(out) == len(s)
+    return {c for c, o in zip(CPS, out) if o == "\x00"}
+
+
+def ranges(pred_values):
+    """[(start, end, value)] merging consecutive code points with the same non-zero value."""
+    out = []
+    for c in sorted(pred_values):
+        v = pred_values[c]
+        if out and out[-1][1] == c - 1 and out[-1][2] == v:
+            out[-1][1] = c
+        else:
+            out.append([c, c, v])
+    return out
+
+
+def main():
+    py_l = {c for c in CPS if unicodedata.category(chr(c)).startswith("L")}
+    py_n = {c for c in CPS if unicodedata.category(chr(c)).startswith("N")}
+    on_l, on_n, on_s = probe_class(r"\p{L}"), probe_class(r"\p{N}"), probe_class(r"\s")
+    # The reference is a superset (newer Unicode); never smaller.
+    assert py_l <= on_l and py_n <= on_n, "tokenizers disagrees with unicodedata on old code points"
+    print(f"L: {len(py_l)} from unicodedata + {len(on_l - py_l)} newer; "
+          f"N: {len(py_n)} + {len(on_n - py_n)}; \\s: {len(on_s)}", file=sys.stderr)
+    cls = {}
+    for c in on_l:
+        cls[c] = cls.get(c, 0) | 1
+    for c in on_n:
+        cls[c] = cls.get(c, 0) | 2
+    for c in on_s:
+        cls[c] = cls.get(c, 0) | 4
+    cls_ranges = ranges(cls)
+
+    lc = normalizers.Lowercase()
+    lower = {}
+    for c in CPS:
+        r = lc.normalize_str(chr(c))
+        if r == chr(c):
+            continue
+        if len(r) != 1:
+            assert c == 0x130 and r == "i\u0307", (hex(c), r)  # handled in code
+            continue
+        lower[c] = ord(r)
+    nfd, nfc = normalizers.NFD(), normalizers.NFC()
+
+    def swaps(a, b):
+        return nfd.normalize_str(a + b) != a + b
+
+    # Canonical combining classes: unicodedata's value where the reference's
+    # own (older) data gives the mark a non-zero class, i.e. where it
+    # reorders the mark against U+0345 (class 240) or U+0334 (class 1).
+    ccc, dropped = {}, 0
+    for c in CPS:
+        v = unicodedata.combining(chr(c))
+        if not v:
+            continue
+        if swaps("\u0345", chr(c)) or swaps(chr(c), "\u0334"):
+            ccc[c] = v
+        else:
+            dropped += 1
+    print(f"ccc: {len(ccc)} marks, {dropped} that the reference treats as class 0", file=sys.stderr)
+
+    decomp, comp = {}, []
+    for c in CPS:
+        if c in HANGUL:
+            continue
+        d = nfd.normalize_str(chr(c))
+        if d == chr(c):
+            continue
+        decomp[c] = [ord(x) for x in d]
+        # c is a primary composite iff NFC of its decomposition gives it back.
+        if len(d) >= 2 and nfc.normalize_str(d) == chr(c):
+            first = nfc.normalize_str(d[:-1])
+            assert len(first) == 1, hex(c)
+            comp.append((ord(first), ord(d[-1]), c))
+    comp.sort()
+    for i in range(1, len(comp)):
+        assert comp[i - 1][:2] != comp[i][:2]
+
+    assert max(len(v) for v in decomp.values()) <= 4  # tokenizer_text.c sizes buffers so
+    pool, dec_rows = [], []
+    for c in sorted(decomp):
+        dec_rows.append((c, len(pool), len(decomp[c])))
+        pool.extend(decomp[c])
+
+    L = []
+    w = L.append
+    w("/* unicode_tables.c: GENERATED by tests/golden/make_unicode_tables.py; do not edit.")
+    w(" *")
+    w(" * Unicode data for the CLIP tokenizer, matching the `tokenizers` library")
+    w(" * (Unicode 16) that transformers 5.24 runs: character classes of the")
+    w(" * pre-tokenisation regex, per-character lower-casing, and the NFC data.")
+    w(" * Invariant: every table is sorted by code point (composition pairs by")
+    w(" * (first, second)), ranges do not overlap; see unicode_tables.h. */")
+    w('#include "unicode_tables.h"')
+    w("")
+    w(f"const struct uni_range uni_class_ranges[] = {{")
+    for a, b, v in cls_ranges:
+        w(f"    {{0x{a:X}, 0x{b:X}, {v}}},")
+    w("};")
+    w(f"const int uni_class_count = {len(cls_ranges)};")
+    w("")
+    w("const struct uni_pair uni_lower[] = {")
+    for c in sorted(lower):
+        w(f"    {{0x{c:X}, 0x{lower[c]:X}}},")
+    w("};")
+    w(f"const int uni_lower_count = {len(lower)};")
+    w("")
+    ccc_ranges = ranges(ccc)
+    w("const struct uni_range uni_ccc_ranges[] = {")
+    for a, b, v in ccc_ranges:
+        w(f"    {{0x{a:X}, 0x{b:X}, {v}}},")
+    w("};")
+    w(f"const int uni_ccc_count = {len(ccc_ranges)};")
+    w("")
+    w("const struct uni_decomp uni_decomp[] = {")
+    for c, off, n in dec_rows:
+        w(f"    {{0x{c:X}, {off}, {n}}},")
+    w("};")
+    w(f"const int uni_decomp_count = {len(dec_rows)};")
+    w("const uint32_t uni_decomp_pool[] = {")
+    for i in range(0, len(pool), 8):
+        w("    " + " ".join(f"0x{x:X}," for x in pool[i:i + 8]))
+    w("};")
+    w("")
+    w("const struct uni_comp uni_comp[] = {")
+    for a, b, c in comp:
+        w(f"    {{0x{a:X}, 0x{b:X}, 0x{c:X}}},")
+    w("};")
+    w(f"const int uni_comp_count = {len(comp)};")
+    OUT.write_text("\n".join(L) + "\n")
+    if shutil.which("clang-format"):  # the repo style (.clang-format)
+        subprocess.run(["clang-format", "-i", str(OUT)], check=True)
+    print(f"wrote {OUT}: {len(cls_ranges)} class ranges, {len(lower)} lower, "
+          f"{len(ccc_ranges)} ccc ranges, {len(dec_rows)} decompositions, {len(comp)} compositions",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
