@@ -7,6 +7,7 @@ small.safetensors and checks its values against the formulas used here.
     python3 tests/fuzz/make_corpus.py
 """
 import pathlib
+import struct
 
 import torch
 from safetensors.torch import save_file
@@ -46,6 +47,19 @@ def main():
         "time_embedding.linear_1.weight": torch.full((8, 4), 0.5, dtype=torch.float16),
     }
     save_file(unet, str(OUT / "unet_like.safetensors"), metadata={"soupd": "seed"})
+
+    # Hand-made near misses (raw bytes, the reference writer refuses them):
+    # numel overflow (sd.cpp #1876) and a rank-8 tensor, for the fuzzer to mutate.
+    raw(OUT / "overflow.safetensors",
+        '{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}', b"")
+    raw(OUT / "rank8.safetensors",
+        '{"w":{"dtype":"F16","shape":[1,1,1,1,1,1,1,2],"data_offsets":[0,4]}}', b"\0\x3c\0\xc0")
+
+
+def raw(path, header, data):
+    h = header.encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + data)
 
 
 if __name__ == "__main__":
