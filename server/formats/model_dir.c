@@ -1,7 +1,8 @@
 /* model_dir.c: reads a diffusers model folder (see model_dir.h).
  *
  * model_index.json and unet/config.json must be JSON objects; the UNet
- * weights file must exist as a regular file (validated later by st_open).
+ * weights file must exist as a regular file (validated later by st_open):
+ * unet/diffusion_pytorch_model.safetensors, else its ".fp16" variant.
  * Optional component folders are recorded when they are directories.
  * Errors name the file relative to the model root, never the server path.
  */
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 
 #define MODEL_DIR_UNET_WEIGHTS "unet/diffusion_pytorch_model.safetensors"
+#define MODEL_DIR_UNET_WEIGHTS_FP16 "unet/diffusion_pytorch_model.fp16.safetensors"
 
 __attribute__((format(printf, 2, 3))) static int model_dir_fail(char **err, const char *fmt, ...) {
   if (err) {
@@ -91,11 +93,20 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
   }
   if ((rc = model_dir_read_json(md, "model_index.json", &md->model_index, err)) < 0) goto fail;
   if ((rc = model_dir_read_json(md, "unet/config.json", &md->unet_config, err)) < 0) goto fail;
-  if (!(md->unet_weights = model_dir_path(md, MODEL_DIR_UNET_WEIGHTS))) {
-    rc = model_dir_fail(err, "out of memory");
-    goto fail;
+  /* the fp32 file, else the fp16 variant diffusers writes with variant="fp16" */
+  static const char *const weights[] = {MODEL_DIR_UNET_WEIGHTS, MODEL_DIR_UNET_WEIGHTS_FP16};
+  for (size_t i = 0; i < 2 && !md->unet_weights; i++) {
+    char *p = model_dir_path(md, weights[i]);
+    if (!p) {
+      rc = model_dir_fail(err, "out of memory");
+      goto fail;
+    }
+    if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+      md->unet_weights = p;
+    else
+      free(p);
   }
-  if (stat(md->unet_weights, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (!md->unet_weights) {
     rc = model_dir_fail(err, "model folder: %s: missing or not a regular file",
                         MODEL_DIR_UNET_WEIGHTS);
     goto fail;

@@ -2,6 +2,7 @@
  * checkpoint): model_index.json, unet/config.json and
  * unet/diffusion_pytorch_model.safetensors are required; the paths of
  * text_encoder/, vae/, tokenizer/ and scheduler/ are noted when present.
+ * The UNet's .fp16.safetensors variant is used when the plain file is absent.
  *
  * Invariants after model_dir_open succeeds: model_index and unet_config are
  * JSON objects (owned by the struct); unet_weights names an existing regular
@@ -17,7 +18,7 @@ struct model_dir {
   char *root;             /* the folder given to model_dir_open (copied) */
   json_t *model_index;    /* model_index.json, an object */
   json_t *unet_config;    /* unet/config.json, an object */
-  char *unet_weights;     /* <root>/unet/diffusion_pytorch_model.safetensors */
+  char *unet_weights;     /* <root>/unet/diffusion_pytorch_model[.fp16].safetensors */
   char *text_encoder_dir; /* <root>/text_encoder or NULL */
   char *vae_dir;          /* <root>/vae or NULL */
   char *tokenizer_dir;    /* <root>/tokenizer or NULL */

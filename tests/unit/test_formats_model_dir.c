@@ -64,6 +64,7 @@ static int teardown(void **state) {
   static const char *files[] = {"model_index.json",
                                 "unet/config.json",
                                 "unet/diffusion_pytorch_model.safetensors",
+                                "unet/diffusion_pytorch_model.fp16.safetensors",
                                 "vae/config.json",
                                 "vae",
                                 "text_encoder",
@@ -179,6 +180,23 @@ static void test_errors(void **state) {
   dir("unet/diffusion_pytorch_model.safetensors"); /* a folder, not a file */
   expect_error("unet/diffusion_pytorch_model.safetensors");
   del("unet/diffusion_pytorch_model.safetensors");
+  put("unet/diffusion_pytorch_model.safetensors", "x");
+
+  /* the fp16 variant is taken only when the plain file is absent */
+  put("unet/diffusion_pytorch_model.fp16.safetensors", "y");
+  struct model_dir *m2 = NULL;
+  char *e2 = NULL;
+  char want[512];
+  assert_int_equal(model_dir_open(g_root, &m2, &e2), 0);
+  snprintf(want, sizeof want, "%s/unet/diffusion_pytorch_model.safetensors", g_root);
+  assert_string_equal(m2->unet_weights, want);
+  model_dir_close(m2);
+  del("unet/diffusion_pytorch_model.safetensors");
+  assert_int_equal(model_dir_open(g_root, &m2, &e2), 0);
+  snprintf(want, sizeof want, "%s/unet/diffusion_pytorch_model.fp16.safetensors", g_root);
+  assert_string_equal(m2->unet_weights, want);
+  model_dir_close(m2);
+  del("unet/diffusion_pytorch_model.fp16.safetensors");
   put("unet/diffusion_pytorch_model.safetensors", "x");
 
   /* the root itself */
