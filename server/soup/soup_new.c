@@ -136,9 +136,18 @@ static int buf_init(struct soup *s, struct soup_buf *b) {
   return 0;
 }
 
-static int hash_one(void *ctx, size_t i) {
-  struct soup *s = ctx;
-  return s->be->hash(s->t[i].acc, s->t[i].numel, s->digest[i]) ? -EIO : 0;
+/* Digests of the all-zero accumulators: one SHA-256 per distinct size
+ * (s->order is sorted by size, so equal sizes are adjacent). */
+static int hash_zero(struct soup *s) {
+  for (size_t k = 0; k < s->n; k++) {
+    size_t i = s->order[k];
+    if (k > 0 && s->t[s->order[k - 1]].numel == s->t[i].numel) {
+      memcpy(s->digest[i], s->digest[s->order[k - 1]], 32);
+    } else if (s->be->hash(s->t[i].acc, s->t[i].numel, s->digest[i])) {
+      return -EIO;
+    }
+  }
+  return 0;
 }
 
 static int base_one(void *ctx, size_t i) {
@@ -233,7 +242,7 @@ int soup_new_views(const struct soup_view *base, size_t n, const struct soup_bac
     off += s->t[i].numel;
   }
   rc = -EIO;
-  if (soup_par_for(s, hash_one, s) || soup_par_for(s, base_one, s)) {
+  if (hash_zero(s) || soup_par_for(s, base_one, s)) {
     *err = soup_strdupf("backend %s failed to hash or convert the base", be->name);
     goto fail;
   }
