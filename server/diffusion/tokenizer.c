@@ -576,13 +576,18 @@ static int encode_run(struct enc_state *st, const uint32_t *cps, size_t n, int s
 
 int tokenizer_encode(struct tokenizer *t, const char *text, int32_t ids[TOKENIZER_MAX_LEN],
                      int *n_real, char **err) {
+  return tokenizer_encode_n(t, text, strlen(text), ids, n_real, err);
+}
+
+int tokenizer_encode_n(struct tokenizer *t, const char *text, size_t len,
+                       int32_t ids[TOKENIZER_MAX_LEN], int *n_real, char **err) {
   *err = NULL;
   struct enc_state st = {.t = t};
   uint32_t *cps = NULL;
   size_t n = 0;
   int rc = -ENOMEM;
   if (enc_state_reserve(&st, 256)) goto cleanup;
-  if (tok_utf8_decode(text, strlen(text), &cps, &n)) {
+  if (tok_utf8_decode(text, len, &cps, &n)) {
     rc = -EINVAL;
     *err = fmt_err("prompt is not valid UTF-8");
     goto cleanup;

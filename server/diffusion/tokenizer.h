@@ -9,6 +9,7 @@
  */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -28,6 +29,10 @@ void tokenizer_free(struct tokenizer *tok);
  * (content + BOS + EOS, 2..77). Invalid UTF-8 is an error (-EINVAL). */
 int tokenizer_encode(struct tokenizer *tok, const char *text, int32_t ids[TOKENIZER_MAX_LEN],
                      int *n_real, char **err);
+/* The same for text of len bytes that may contain NUL (U+0000 is an
+ * ordinary punctuation-class character to the reference tokenizer). */
+int tokenizer_encode_n(struct tokenizer *tok, const char *text, size_t len,
+                       int32_t ids[TOKENIZER_MAX_LEN], int *n_real, char **err);
 
 int32_t tokenizer_pad_id(const struct tokenizer *tok);
 int32_t tokenizer_bos_id(const struct tokenizer *tok);

@@ -55,8 +55,39 @@ HAND = [
     "UPPER lower MiXeD cAsE", "snake_case camelCase PascalCase kebab-case",
     "tokenization tokenizer tokens untokenizable antidisestablishmentarianism",
     "supercalifragilisticexpialidocious" * 3, "a" * 200, "ab" * 100, "!" * 100, "1" * 100,
-    "\u00e9" * 60, "\U0001f600" * 40,
+    "\u00e9" * 60, "\U0001f600" * 40, "nul\x00inside", "\x00", "a\x00's\x00!",
 ]
+
+
+def unicode_strings(rng, n):
+    """Random code points weighted towards what NFC, case and the classes touch:
+    combining marks (canonical reordering, blocking), characters with
+    canonical decompositions (given NFC, NFD or NFKD), whitespace, specials."""
+    import unicodedata
+    assigned = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF
+                and unicodedata.category(chr(c)) != "Cn"]
+    marks = [c for c in assigned if unicodedata.combining(chr(c))]
+    decomp = [c for c in assigned if unicodedata.decomposition(chr(c))
+              and not unicodedata.decomposition(chr(c)).startswith("<")]
+    cased = [c for c in assigned if chr(c).lower() != chr(c)]
+    spaces = [0x20, 0x9, 0xA, 0xA0, 0x3000, 0x2028, 0x1C, 0x85, 0x200B, 0x1680]
+    ascii_ = list(range(0x20, 0x7F))
+    out = []
+    for _ in range(n):
+        s = []
+        for _ in range(rng.randint(1, 30)):
+            r = rng.random()
+            pool = (ascii_ if r < .25 else marks if r < .45 else decomp if r < .6
+                    else cased if r < .7 else spaces if r < .8 else assigned)
+            s.append(chr(rng.choice(pool)))
+        if rng.random() < .2:
+            s.insert(rng.randint(0, len(s)), rng.choice(
+                ["<|endoftext|>", "<|startoftext|>", "'s", "'ll", "\u0130", "!"]))
+        t = "".join(s)
+        if rng.random() < .3:
+            t = unicodedata.normalize(rng.choice(["NFD", "NFKD", "NFC"]), t)
+        out.append(t)
+    return out
 
 
 def random_strings(rng, n):
@@ -119,7 +150,7 @@ def gen_tokenizer(fixtures, out):
     from transformers import CLIPTokenizer
 
     rng = random.Random(1234)
-    texts = HAND + random_strings(rng, 260) + long_prompts(rng, 20)
+    texts = HAND + random_strings(rng, 260) + long_prompts(rng, 20) + unicode_strings(rng, 200)
     folders = {
         "sd1": fixtures / "tiny-sd1" / "tokenizer",
         "sd2": fixtures / "tiny-sd2" / "tokenizer",
@@ -129,7 +160,6 @@ def gen_tokenizer(fixtures, out):
     toks = {k: CLIPTokenizer.from_pretrained(str(v)) for k, v in folders.items()}
     cases = []
     for t in texts:
-        assert "\x00" not in t
         ids = {k: tok(t, padding="max_length", max_length=tok.model_max_length,
                       truncation=True).input_ids for k, tok in toks.items()}
         for v in ids.values():
