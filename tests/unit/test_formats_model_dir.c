@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "server/formats/model_dir.h"
+#include "server/formats/safetensors.h"
 
 static char g_root[64];
 
@@ -216,11 +217,80 @@ static void test_errors(void **state) {
   model_dir_close(md);
 }
 
+static int64_t cfg_int(json_t *cfg, const char *key) {
+  json_t *v = json_object_get(cfg, key);
+  if (!json_is_integer(v)) fail_msg("config key %s missing", key);
+  return json_integer_value(v);
+}
+
+static void expect_shape(const struct st_file *f, const char *name, int ndim, const int64_t *want) {
+  const struct st_tensor *t = st_find(f, name);
+  if (!t) fail_msg("tensor %s missing", name);
+  assert_int_equal(t->ndim, ndim);
+  for (int i = 0; i < ndim; i++)
+    if (t->shape[i] != want[i])
+      fail_msg("%s: dim %d is %lld, config says %lld", name, i, (long long)t->shape[i],
+               (long long)want[i]);
+}
+
+/* The tiny SD 1.x folder written by diffusers (tests/fixtures/tiny-sd1): the
+ * UNet's tensor shapes follow its config.json by diffusers' rules. */
+static void test_diffusers_fixture(void **state) {
+  (void)state;
+  char root[4096];
+  snprintf(root, sizeof root, "%s/tests/fixtures/tiny-sd1", SOUPD_SOURCE_DIR);
+  struct stat st;
+  if (stat(root, &st) != 0) skip();
+  struct model_dir *md = NULL;
+  char *err = NULL;
+  if (model_dir_open(root, &md, &err)) fail_msg("model_dir_open: %s", err);
+  assert_non_null(md->text_encoder_dir);
+  assert_non_null(md->vae_dir);
+  assert_non_null(md->tokenizer_dir);
+  assert_non_null(md->scheduler_dir);
+  json_t *unet_entry = json_object_get(md->model_index, "unet");
+  assert_string_equal(json_string_value(json_array_get(unet_entry, 1)), "UNet2DConditionModel");
+
+  struct st_file *unet = NULL;
+  if (st_open(md->unet_weights, &unet, &err)) fail_msg("unet weights: %s", err);
+  json_t *c = md->unet_config;
+  int64_t c0 = json_integer_value(json_array_get(json_object_get(c, "block_out_channels"), 0));
+  int64_t k_in = cfg_int(c, "conv_in_kernel"), k_out = cfg_int(c, "conv_out_kernel");
+  expect_shape(unet, "conv_in.weight", 4, (int64_t[]){c0, cfg_int(c, "in_channels"), k_in, k_in});
+  expect_shape(unet, "conv_in.bias", 1, (int64_t[]){c0});
+  expect_shape(unet, "conv_out.weight", 4,
+               (int64_t[]){cfg_int(c, "out_channels"), c0, k_out, k_out});
+  expect_shape(unet, "time_embedding.linear_1.weight", 2, (int64_t[]){4 * c0, c0});
+  for (size_t i = 0; i < unet->n_tensors; i++) {
+    enum st_dtype dt = unet->tensors[i].dtype;
+    assert_true(dt == ST_F32 || dt == ST_F16 || dt == ST_BF16);
+  }
+  assert_int_equal(st_check_compatible(unet, unet, NULL, 0), 0);
+  st_close(unet);
+
+  /* the other components' weights pass the strict reader too */
+  static const char *const others[] = {"text_encoder/model.safetensors",
+                                       "vae/diffusion_pytorch_model.safetensors"};
+  for (size_t i = 0; i < 2; i++) {
+    char *p = model_dir_path(md, others[i]);
+    struct st_file *f = NULL;
+    if (st_open(p, &f, &err)) fail_msg("%s: %s", others[i], err);
+    assert_true(f->n_tensors > 0);
+    st_close(f);
+    free(p);
+  }
+  json_t *vae = NULL;
+  assert_int_equal(model_dir_read_json(md, "vae/config.json", &vae, &err), 0);
+  json_decref(vae);
+  model_dir_close(md);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_minimal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_components, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+      cmocka_unit_test(test_diffusers_fixture),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
