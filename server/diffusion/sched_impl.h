@@ -43,6 +43,8 @@ struct sched {
   float *hist[SCHED_MAX_HISTORY]; /* DPM: hist[0] = previous x0; PNDM: ets, oldest first */
   int n_hist;
   float *cur_sample; /* PNDM */
+  float *prk_acc;    /* PNDM Runge-Kutta: the weighted sum of the outputs so far */
+  int prk_count;     /* PNDM: leading PRK calls (0 with skip_prk_steps) */
 };
 
 int sched_step_ddim(struct sched *s, int i, const float *e, const float *x, float *out, size_t n,

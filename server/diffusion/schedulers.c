@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-
 static const char *const kind_names[] = {"ddim", "euler", "euler_a", "dpmpp_2m", "pndm"};
 static const char *const class_names[] = {"DDIMScheduler", "EulerDiscreteScheduler",
                                           "EulerAncestralDiscreteScheduler",
@@ -189,7 +187,7 @@ static int build_int_timesteps(struct sched *s, int offset, char **err) {
     if (!t) goto nomem;
     for (int i = 0; i < n; i++) t[i] = (int64_t)nearbyint(np_arange_at(start, -ratio, i)) - 1;
   }
-  if (s->kind == SCHED_PNDM) {
+  if (s->kind == SCHED_PNDM && !s->prk_count) {
     /* PLMS (skip_prk_steps): ascending _ts, then reverse(_ts[:-1] + _ts[-2:-1] + _ts[-1:]). */
     int64_t *asc = malloc((size_t)(n > 0 ? n : 1) * sizeof *asc);
     if (!asc) goto nomem;
@@ -211,6 +209,28 @@ static int build_int_timesteps(struct sched *s, int offset, char **err) {
     for (int i = 0; i < m; i++) s->t_int[i] = seq[m - 1 - i];
     free(seq);
     free(asc);
+  } else if (s->kind == SCHED_PNDM) {
+    /* PRK warm-up then PLMS (skip_prk_steps false): b = _ts[-4:];
+     * prk = reverse((repeat2(b) + tile([0, T//N//2]))[:-1].repeat2[1:-1]);
+     * plms = reverse(_ts[:-3]). */
+    int64_t asc[4], pairs[8], rep[16];
+    if (n < 4) {
+      free(t);
+      return sched_errf(err, "scheduler: pndm with Runge-Kutta steps needs at least 4 steps");
+    }
+    int nb = 4, half = s->step_ratio / 2;
+    for (int i = 0; i < nb; i++) asc[i] = t[nb - 1 - i]; /* the 4 smallest, ascending */
+    for (int i = 0; i < nb; i++) {
+      pairs[2 * i] = asc[i];
+      pairs[2 * i + 1] = asc[i] + half;
+    }
+    int np_ = 2 * nb - 1, nr = 0;
+    for (int i = 0; i < np_; i++) rep[nr++] = pairs[i], rep[nr++] = pairs[i];
+    int nprk = nr >= 2 ? nr - 2 : 0, nplms = n > 3 ? n - 3 : 0;
+    if (alloc_timesteps(s, nprk + nplms) < 0) goto nomem;
+    for (int i = 0; i < nprk; i++) s->t_int[i] = rep[nr - 2 - i];
+    for (int i = 0; i < nplms; i++) s->t_int[nprk + i] = t[3 + i]; /* t is descending */
+    s->prk_count = nprk;
   } else {
     if (alloc_timesteps(s, n) < 0) goto nomem;
     memcpy(s->t_int, t, (size_t)n * sizeof *t);
@@ -316,9 +336,8 @@ static int configure(struct sched *s, const json_t *cfg, const struct sched_over
     s->clip_sample = s->kind == SCHED_DDIM && !fix && cfg_bool(cfg, "clip_sample", 1);
     s->clip_sample_range = (float)cfg_num(cfg, "clip_sample_range", 1.0);
     s->eta = (s->kind == SCHED_DDIM && ov && ov->eta > 0) ? ov->eta : 0.0f;
-    if (s->kind == SCHED_PNDM && !cfg_bool(cfg, "skip_prk_steps", 0))
-      log_warn(
-          "scheduler: pndm without skip_prk_steps: running PLMS only (no Runge-Kutta warm-up)");
+    /* prk_count != 0 marks the Runge-Kutta warm-up; its exact value is set below */
+    s->prk_count = s->kind == SCHED_PNDM && !cfg_bool(cfg, "skip_prk_steps", 0);
     if (build_int_timesteps(s, offset, err) < 0) return -1;
     s->init_noise_sigma = 1.0f;
     return 0;
@@ -406,6 +425,7 @@ void sched_free(struct sched *s) {
   free(s->sigmas);
   for (int i = 0; i < SCHED_MAX_HISTORY; i++) free(s->hist[i]);
   free(s->cur_sample);
+  free(s->prk_acc);
   free(s);
 }
 

@@ -15,6 +15,7 @@ Euler ancestral through a monkeypatch of
 diffusers.schedulers.scheduling_euler_ancestral_discrete.randn_tensor that
 returns the stored tensor of the current step. The C test feeds the same noise.
 
+PNDM also runs without skip_prk_steps (the Runge-Kutta warm-up of the class default).
 Also: timestep/sigma lists for many step counts, alphas_cumprod of both beta
 schedules, and cfg_combine cases (guidance and rescale_noise_cfg).
 
@@ -145,6 +146,9 @@ def main(fixtures_dir):
         ("dpm_zero_20", "dpmpp_2m", SD2, {"name": "dpmpp_2m", "spacing": "trailing"}, 20),
         ("dpm_heun", "dpmpp_2m", dict(SD1, solver_type="heun"), {"name": "dpmpp_2m"}, 12),
         ("pndm_50", "pndm", SD1, {}, 50),
+        ("pndm_prk_eps", "pndm", dict(SD1, skip_prk_steps=False), {}, 10),
+        ("pndm_prk_v", "pndm", dict(SD1, skip_prk_steps=False), {"prediction_type": "v_prediction"}, 7),
+        ("pndm_prk_classdefaults", "pndm", {"_class_name": "PNDMScheduler"}, {}, 12),
         ("ddim_sd2_50", "ddim", SD2, {}, 50),
         ("euler_a_sd1_25", "euler_a", SD1, {"name": "euler_a"}, 25),
     ]
@@ -166,6 +170,15 @@ def main(fixtures_dir):
                 if kind in ("euler", "euler_a", "dpmpp_2m"):
                     tensors[f"{nm}.sigmas"] = s.sigmas.to(torch.float32).contiguous()
                 ts_cases.append({"name": nm, "kind": kind, "spacing": spacing, "steps": n})
+
+    prk = dict(SD1, skip_prk_steps=False)
+    for spacing in ("leading", "linspace", "trailing"):
+        for n in (4, 5, 6, 10, 50):  # diffusers needs >= 4 steps here
+            s = make_sched("pndm", prk, {"spacing": spacing})
+            s.set_timesteps(n)
+            nm = f"ts_pndm_prk_{spacing}_{n}"
+            tensors[f"{nm}.timesteps"] = s.timesteps.to(torch.float32).contiguous()
+            ts_cases.append({"name": nm, "kind": "pndm", "spacing": spacing, "steps": n, "config": prk})
 
     # alphas_cumprod of both beta schedules
     tensors["alphas_cumprod.scaled_linear"] = diffusers.DDIMScheduler.from_config(SD1).alphas_cumprod.contiguous()

@@ -6,7 +6,8 @@
  * after every step, each within worst |err| / max|ref| <= 1e-5 (fp32). The
  * model output fed at step k is the reference one, so every step is checked
  * against its own reference and errors cannot hide in a drift. Also: the
- * timestep/sigma lists for 19 step counts x 3 spacings x 5 schedulers,
+ * timestep/sigma lists for 19 step counts x 3 spacings x 5 schedulers (and
+ * PNDM with its Runge-Kutta warm-up),
  * alphas_cumprod of both beta schedules, and cfg_combine with and without
  * guidance_rescale. Failures print the worst element. */
 #include <stdarg.h>
@@ -177,7 +178,9 @@ static void test_timestep_lists(void **state) {
     struct sched *s = NULL;
     char *err = NULL;
     count++;
-    if (sched_new(cfg, &ov, (int)json_integer_value(json_object_get(c, "steps")), &s, &err) < 0) {
+    const json_t *own = json_object_get(c, "config"); /* a case may bring its own config */
+    if (sched_new(own ? own : cfg, &ov, (int)json_integer_value(json_object_get(c, "steps")), &s,
+                  &err) < 0) {
       fprintf(stderr, "%s: %s\n", name, err);
       free(err);
       failures++;
@@ -250,6 +253,16 @@ static void test_errors(void **state) {
   assert_true(sched_new(NULL, &ov, 0, &s, &err) < 0 && err);
   free(err);
   err = NULL;
+  /* PNDM's Runge-Kutta warm-up needs 4 steps (diffusers fails below) */
+  json_t *prk = json_pack("{s:s, s:b}", "_class_name", "PNDMScheduler", "skip_prk_steps", 0);
+  ov.name = NULL;
+  assert_true(sched_new(prk, &ov, 3, &s, &err) < 0 && err);
+  free(err);
+  err = NULL;
+  assert_int_equal(sched_new(prk, &ov, 4, &s, &err), 0);
+  assert_int_equal(sched_num_timesteps(s), 13);
+  sched_free(s);
+  json_decref(prk);
   /* out-of-order steps are refused */
   ov.name = "dpmpp_2m";
   assert_int_equal(sched_new(NULL, &ov, 5, &s, &err), 0);
