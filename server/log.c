@@ -11,7 +11,9 @@ static enum log_level g_level = LOG_INFO;
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local char t_req[40];
 
-void log_set_level(enum log_level lvl) { g_level = lvl; }
+void log_set_level(enum log_level lvl) {
+  g_level = lvl;
+}
 
 int log_level_parse(const char *s) {
   static const char *names[] = {"debug", "info", "warn", "error"};
@@ -28,7 +30,9 @@ void log_set_request_id(const char *id) {
   snprintf(t_req, sizeof t_req, "%s", id);
 }
 
-const char *log_request_id(void) { return t_req; }
+const char *log_request_id(void) {
+  return t_req;
+}
 
 void log_msg(enum log_level lvl, const char *fmt, ...) {
   static const char *tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};

@@ -15,6 +15,7 @@
 #define HAVE_TOKENIZER 1
 #endif
 #include "engine/app.h"
+#include "engine/engine.h"
 #include "http/server.h"
 #include "log.h"
 #include "registry/registry.h"
@@ -181,6 +182,7 @@ static int cmd_serve(int argc, char **argv) {
   if (strcmp(dev, "auto") == 0) log_info("device auto: no CUDA backend available, using the CPU");
   if (app_open(&app, &err) != 0) goto fail_app;
   struct http_server *http = NULL;
+  if (engine_start(&app, &app.engine, &err) != 0) goto fail_app;
   if (http_start(&app, &http, &err) != 0) goto fail_app;
   atomic_store(&app.ready, 1);
   log_info("ready");
@@ -190,6 +192,9 @@ static int cmd_serve(int argc, char **argv) {
   }
   log_info("received %s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   atomic_store(&app.stopping, 1);
+  http_quiesce(http);
+  engine_stop(app.engine, (int)app.cfg.shutdown_grace_s);
+  app.engine = NULL;
   http_stop(http);
   app_close(&app);
   log_info("stopped cleanly");
@@ -198,6 +203,7 @@ static int cmd_serve(int argc, char **argv) {
 fail_app:
   log_error("cannot start: %s", err ? err : "unknown error");
   free(err);
+  engine_stop(app.engine, 0);
   app_close(&app);
   return 1;
 fail:

@@ -3,6 +3,7 @@
 
 #include "api.h"
 #include "engine/app.h"
+#include "registry/registry.h"
 #include "version.h"
 
 enum MHD_Result api_healthz(struct request *r) {
@@ -10,6 +11,8 @@ enum MHD_Result api_healthz(struct request *r) {
 }
 
 enum MHD_Result api_readyz(struct request *r) {
+  if (!registry_healthy(r->app->reg))
+    return reply_problemf(r, 503, "not ready: the registry hit an I/O error; restart soupd");
   if (!atomic_load(&r->app->ready) || atomic_load(&r->app->stopping))
     return reply_problemf(r, 503, "not ready: %s",
                           atomic_load(&r->app->stopping) ? "shutting down"

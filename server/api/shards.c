@@ -17,10 +17,6 @@
 #include "log.h"
 #include "registry/registry.h"
 
-static enum MHD_Result reply_op_error(struct request *r, struct op_error *e) {
-  return reply_problem(r, (unsigned)e->status, e->detail, e->errors);
-}
-
 static enum MHD_Result reply_field(struct request *r, unsigned status, const char *field,
                                    const char *msg) {
   json_t *errs = json_array();
@@ -120,6 +116,40 @@ static int path_importable(const struct app *a, const char *path, char *real, si
   return 0;
 }
 
+/* What a deferred shard operation needs; freed with the request. */
+struct shard_op {
+  struct shard_input in;
+  char sha256[65];
+  const char *reason;
+  int purge;
+  double weight;
+};
+
+static struct actor actor_of(const struct request *r) {
+  struct actor a = {r->who.token_id, r->who.name, r->who.provider};
+  return a;
+}
+
+/* ---- run on the compute worker ---- */
+
+static int op_register(struct request *r) {
+  struct shard_op *op = r->op_ctx;
+  struct actor who = actor_of(r);
+  return app_shard_register(r->app, &who, &op->in, &r->result, &r->err);
+}
+
+static int op_withdraw(struct request *r) {
+  struct shard_op *op = r->op_ctx;
+  struct actor who = actor_of(r);
+  return app_shard_withdraw(r->app, &who, r->path_id, op->reason, op->purge, &r->result, &r->err);
+}
+
+static int op_reweight(struct request *r) {
+  struct shard_op *op = r->op_ctx;
+  struct actor who = actor_of(r);
+  return app_shard_reweight(r->app, &who, r->path_id, op->weight, &r->result, &r->err);
+}
+
 enum MHD_Result api_shards_create(struct request *r) {
   struct app *a = r->app;
   struct shard_input in = {0};
@@ -165,12 +195,13 @@ enum MHD_Result api_shards_create(struct request *r) {
   }
   if (!in.name) return reply_field(r, 422, "name", "required");
   if (!in.provider || !*in.provider) in.provider = "admin";
-  in.sha256 = hex;
-  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
-  struct op_error e = {0};
-  json_t *result = NULL;
-  if (app_shard_register(a, &who, &in, &result, &e) != 0) return reply_op_error(r, &e);
-  return reply_json(r, 201, result);
+  struct shard_op *op = calloc(1, sizeof *op);
+  if (!op) return reply_problemf(r, 500, "out of memory");
+  op->in = in;
+  memcpy(op->sha256, hex, sizeof hex);
+  op->in.sha256 = op->sha256;
+  r->op_ctx = op;
+  return request_defer(r, op_register, 1, 201, NULL);
 }
 
 enum MHD_Result api_shards_list(struct request *r) {
@@ -225,12 +256,11 @@ enum MHD_Result api_shards_patch(struct request *r) {
   if (shard_owned(r, &res) != 0) return res;
   json_t *jw = r->json ? json_object_get(r->json, "weight") : NULL;
   if (!jw || !json_is_number(jw)) return reply_field(r, 422, "weight", "required: a number > 0");
-  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
-  struct op_error e = {0};
-  json_t *result = NULL;
-  if (app_shard_reweight(r->app, &who, r->path_id, json_number_value(jw), &result, &e) != 0)
-    return reply_op_error(r, &e);
-  return reply_json(r, 200, result);
+  struct shard_op *op = calloc(1, sizeof *op);
+  if (!op) return reply_problemf(r, 500, "out of memory");
+  op->weight = json_number_value(jw);
+  r->op_ctx = op;
+  return request_defer(r, op_reweight, 1, 200, NULL);
 }
 
 enum MHD_Result api_shards_withdraw(struct request *r) {
@@ -247,10 +277,10 @@ enum MHD_Result api_shards_withdraw(struct request *r) {
     reason = json_string_value(jr);
     if (jp) purge = json_is_true(jp);
   }
-  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
-  struct op_error e = {0};
-  json_t *result = NULL;
-  if (app_shard_withdraw(r->app, &who, r->path_id, reason, purge, &result, &e) != 0)
-    return reply_op_error(r, &e);
-  return reply_json(r, 200, result);
+  struct shard_op *op = calloc(1, sizeof *op);
+  if (!op) return reply_problemf(r, 500, "out of memory");
+  op->reason = reason;
+  op->purge = purge;
+  r->op_ctx = op;
+  return request_defer(r, op_withdraw, 1, 200, NULL);
 }

@@ -32,13 +32,13 @@ enum MHD_Result api_soup_history(struct request *r) {
   return reply_json(r, 200, out);
 }
 
-enum MHD_Result api_soup_verify(struct request *r) {
+static int op_verify(struct request *r) {
   struct actor who = {r->who.token_id, r->who.name, r->who.provider};
-  struct op_error e = {0};
-  json_t *result = NULL;
-  if (app_soup_verify(r->app, &who, &result, &e) != 0)
-    return reply_problem(r, (unsigned)e.status, e.detail, e.errors);
-  return reply_json(r, 200, result);
+  return app_soup_verify(r->app, &who, &r->result, &r->err);
+}
+
+enum MHD_Result api_soup_verify(struct request *r) {
+  return request_defer(r, op_verify, 1, 200, NULL);
 }
 
 /* Writes the acquired live version to an unlinked temporary file and streams it. */

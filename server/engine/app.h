@@ -19,6 +19,7 @@ struct registry;
 struct model_dir;
 struct st_file;
 struct soup;
+struct engine;
 
 struct app {
   struct config cfg;
@@ -32,7 +33,8 @@ struct app {
   struct model_dir *model;
   struct st_file *base;
   struct soup *soup;
-  const char *device; /* backend name in use */
+  struct engine *engine; /* the compute worker (engine.h) */
+  const char *device;    /* backend name in use */
   pthread_mutex_t update_mu;
   char updated_at[40];
   double last_update_ms;

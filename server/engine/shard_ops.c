@@ -69,6 +69,7 @@ static int registry_status(int rc) {
          : rc == REGISTRY_ECONFLICT ? 409
          : rc == REGISTRY_EINVAL    ? 422
          : rc == REGISTRY_EBUSY     ? 503
+         : rc == REGISTRY_EIO       ? 503
                                     : 500;
 }
 

@@ -10,8 +10,15 @@
 #include <openssl/evp.h>
 #include <stdint.h>
 
-struct app;
+#include "engine/app.h"
+
 struct route;
+struct job;
+struct request;
+
+/* Work run on the compute worker for a request (see request_defer). */
+typedef int (*request_op)(struct request *r);
+typedef enum MHD_Result (*request_finish)(struct request *r);
 
 enum role { ROLE_NONE = 0, ROLE_CLIENT = 1, ROLE_PROVIDER = 2, ROLE_ADMIN = 3 };
 
@@ -48,7 +55,23 @@ struct request {
   EVP_MD_CTX *upload_sha;
   uint64_t upload_len;
   int upload_error; /* errno of a failed write */
+
+  /* deferred work (request_defer): the connection is suspended meanwhile */
+  struct job *job;
+  request_op op;
+  request_finish finish;
+  unsigned ok_status;
+  void *op_ctx;        /* the handler's state for op (freed with the request) */
+  json_t *result;      /* set by op on success (owned) */
+  struct op_error err; /* set by op on failure */
 };
+
+/* Runs op(r) on the compute worker (soup updates with priority 1) while
+ * the connection is suspended, so no HTTP thread waits on compute. When it
+ * ends, finish(r) replies, or (finish NULL) the reply is r->result with
+ * ok_status, or the problem in r->err. A full queue replies 429. */
+enum MHD_Result request_defer(struct request *r, request_op op, int priority, unsigned ok_status,
+                              request_finish finish);
 
 /* Query argument or header lookups (NULL when absent). */
 const char *request_arg(const struct request *r, const char *name);

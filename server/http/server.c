@@ -19,6 +19,7 @@
 
 #include "auth.h"
 #include "engine/app.h"
+#include "engine/engine.h"
 #include "log.h"
 #include "reply.h"
 #include "routes.h"
@@ -65,6 +66,10 @@ static void request_id_make(struct request *r) {
 
 static void request_free(struct request *r) {
   if (!r) return;
+  if (r->job) job_put(r->job);
+  free(r->op_ctx);
+  json_decref(r->result);
+  json_decref(r->err.errors);
   if (r->upload_fd >= 0) close(r->upload_fd);
   if (r->upload_path[0]) unlink(r->upload_path);
   if (r->upload_sha) EVP_MD_CTX_free(r->upload_sha);
@@ -195,8 +200,61 @@ static enum MHD_Result request_end(struct request *r) {
     if (!json_is_object(r->json)) return reply_problemf(r, 400, "the body must be a JSON object");
   }
   enum MHD_Result res = r->route->fn(r);
-  if (!r->replied) return reply_problemf(r, 500, "the handler gave no reply");
+  if (!r->replied && !r->op) return reply_problemf(r, 500, "the handler gave no reply");
   return res;
+}
+
+/* Runs on the worker thread. */
+static int defer_run(struct job *j, void *arg) {
+  struct request *r = arg;
+  log_set_request_id(r->id);
+  int rc = r->op(r);
+  if (rc != 0 && !r->err.status) r->err.status = 500;
+  return rc == 0 ? 0 : -1;
+}
+
+/* Called by the worker (under the engine lock) when the job ends. */
+static void defer_done(struct job *j, void *ctx) {
+  struct request *r = ctx;
+  MHD_resume_connection(r->conn);
+}
+
+enum MHD_Result request_defer(struct request *r, request_op op, int priority, unsigned ok_status,
+                              request_finish finish) {
+  r->op = op, r->finish = finish, r->ok_status = ok_status;
+  r->job = job_new(defer_run, r, NULL, priority);
+  if (!r->job) return reply_problemf(r, 500, "out of memory");
+  r->job->owner_token = r->who.token_id;
+  r->job->on_done = defer_done;
+  r->job->done_ctx = r;
+  MHD_suspend_connection(r->conn);
+  int status = 0;
+  if (engine_submit(r->app->engine, r->job, 0, &status) != 0) {
+    MHD_resume_connection(r->conn);
+    r->err.status = status;
+    snprintf(r->err.detail, sizeof r->err.detail, "%s",
+             status == 429 ? "the job queue is full; retry later" : "the server is shutting down");
+    job_put(r->job);
+    r->job = NULL;
+  }
+  return MHD_YES;
+}
+
+/* The request's deferred work has ended (or was refused): reply. */
+static enum MHD_Result request_resume(struct request *r) {
+  if (r->job && atomic_load(&r->job->status) == JOB_CANCELLED && !r->err.status) {
+    r->err.status = 503;
+    snprintf(r->err.detail, sizeof r->err.detail, "%s", r->job->detail);
+  }
+  if (r->finish) return r->finish(r);
+  if (r->err.status) {
+    json_t *errs = r->err.errors;
+    r->err.errors = NULL;
+    return reply_problem(r, (unsigned)r->err.status, r->err.detail, errs);
+  }
+  json_t *res = r->result;
+  r->result = NULL;
+  return reply_json(r, r->ok_status, res ? res : json_object());
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -226,7 +284,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
   }
   log_set_request_id(r->id);
   enum MHD_Result res;
-  if (*upload_data_size) {
+  if (r->op) { /* resumed after deferred work */
+    *upload_data_size = 0;
+    res = request_resume(r);
+  } else if (*upload_data_size) {
     res = request_chunk(r, upload_data, *upload_data_size);
     *upload_data_size = 0;
   } else {
@@ -314,9 +375,15 @@ int http_start(struct app *app, struct http_server **out, char **err) {
   return 0;
 }
 
+void http_quiesce(struct http_server *s) {
+  if (s) MHD_quiesce_daemon(s->d);
+}
+
 void http_stop(struct http_server *s) {
   if (!s) return;
   MHD_quiesce_daemon(s->d);
+  /* connections resumed by the engine's last jobs need a moment to reply */
+  usleep(200 * 1000);
   MHD_stop_daemon(s->d);
   free(s);
 }

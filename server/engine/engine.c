@@ -1,0 +1,298 @@
+/* engine.c: the worker thread, its bounded priority queue, and the table of
+ * listed (async) jobs. Finished listed jobs stay readable for JOB_TTL_S
+ * seconds, at most JOB_TABLE_MAX of them. */
+#include "engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "log.h"
+
+#define JOB_TABLE_MAX 256
+#define JOB_TTL_S 600.0
+
+struct engine {
+  struct app *app;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv, idle;
+  struct job *head; /* priority jobs first, FIFO within a priority */
+  int queued;
+  struct job *running;
+  int stopping;
+  struct job *table[JOB_TABLE_MAX];
+  int64_t succeeded, failed, cancelled, rejected;
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+const char *job_status_name(int status) {
+  static const char *n[] = {"queued", "running", "succeeded", "failed", "cancelled"};
+  return (unsigned)status < 5 ? n[status] : "?";
+}
+
+struct job *job_new(job_fn fn, void *arg, job_free_fn arg_free, int priority) {
+  struct job *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  unsigned char b[8] = {0};
+  FILE *f = fopen("/dev/urandom", "rb");
+  if (f) {
+    if (fread(b, 1, sizeof b, f) != sizeof b) memset(b, 0, sizeof b);
+    fclose(f);
+  }
+  memcpy(j->id, "job_", 4);
+  for (int i = 0; i < 8; i++) snprintf(j->id + 4 + 2 * i, 3, "%02x", b[i]);
+  j->fn = fn, j->arg = arg, j->arg_free = arg_free, j->priority = priority;
+  atomic_init(&j->refs, 1);
+  atomic_init(&j->status, JOB_QUEUED);
+  j->created = now_s();
+  return j;
+}
+
+void job_get(struct job *j) {
+  atomic_fetch_add(&j->refs, 1);
+}
+
+void job_put(struct job *j) {
+  if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+  if (j->arg_free) j->arg_free(j->arg);
+  json_decref(j->errors);
+  json_decref(j->result);
+  free(j);
+}
+
+int job_done(const struct job *j) {
+  return atomic_load(&j->status) >= JOB_SUCCEEDED;
+}
+
+int job_fail(struct job *j, int http_status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(j->detail, sizeof j->detail, fmt, ap);
+  va_end(ap);
+  j->http_status = http_status;
+  return -1;
+}
+
+json_t *job_json(const struct job *j) {
+  int st = atomic_load(&j->status);
+  json_t *o = json_pack("{s:s,s:s,s:{s:i,s:i},s:f}", "id", j->id, "status", job_status_name(st),
+                        "progress", "step", atomic_load(&j->step), "steps", atomic_load(&j->steps),
+                        "created", j->created);
+  if (j->started > 0) json_object_set_new(o, "started", json_real(j->started));
+  if (j->finished > 0) json_object_set_new(o, "finished", json_real(j->finished));
+  if (st == JOB_SUCCEEDED && j->result) json_object_set(o, "result", j->result);
+  if (st == JOB_FAILED || st == JOB_CANCELLED)
+    json_object_set_new(o, "error",
+                        json_pack("{s:s,s:s}", "code", st == JOB_CANCELLED ? "cancelled" : "failed",
+                                  "message", j->detail[0] ? j->detail : job_status_name(st)));
+  return o;
+}
+
+/* Ends a job (under e->mu): status, counters, completion callback. */
+static void job_finish(struct engine *e, struct job *j, int status) {
+  j->finished = now_s();
+  atomic_store(&j->status, status);
+  if (status == JOB_SUCCEEDED)
+    e->succeeded++;
+  else if (status == JOB_CANCELLED)
+    e->cancelled++;
+  else
+    e->failed++;
+  if (j->on_done) j->on_done(j, j->done_ctx);
+}
+
+/* Drops expired finished jobs from the table (under e->mu). */
+static void table_sweep(struct engine *e) {
+  double now = now_s();
+  for (int i = 0; i < JOB_TABLE_MAX; i++) {
+    struct job *j = e->table[i];
+    if (j && job_done(j) && now - j->finished > JOB_TTL_S) {
+      e->table[i] = NULL;
+      job_put(j);
+    }
+  }
+}
+
+static int table_add(struct engine *e, struct job *j) {
+  table_sweep(e);
+  int slot = -1;
+  double oldest = 0;
+  for (int i = 0; i < JOB_TABLE_MAX; i++) {
+    if (!e->table[i]) {
+      slot = i;
+      break;
+    }
+    if (job_done(e->table[i]) && (slot < 0 || e->table[i]->finished < oldest))
+      slot = i, oldest = e->table[i]->finished;
+  }
+  if (slot < 0) return -1; /* every slot holds a live job */
+  if (e->table[slot]) job_put(e->table[slot]);
+  job_get(j);
+  e->table[slot] = j;
+  return 0;
+}
+
+int engine_submit(struct engine *e, struct job *j, int listed, int *status) {
+  pthread_mutex_lock(&e->mu);
+  if (e->stopping) {
+    pthread_mutex_unlock(&e->mu);
+    *status = 503;
+    return -1;
+  }
+  if (!j->priority && e->queued >= e->app->cfg.queue_max) {
+    e->rejected++;
+    pthread_mutex_unlock(&e->mu);
+    *status = 429;
+    return -1;
+  }
+  if (listed && table_add(e, j) != 0) {
+    e->rejected++;
+    pthread_mutex_unlock(&e->mu);
+    *status = 429;
+    return -1;
+  }
+  j->listed = listed;
+  job_get(j); /* the queue's reference */
+  struct job **p = &e->head;
+  while (*p && (*p)->priority >= j->priority) p = &(*p)->next;
+  j->next = *p;
+  *p = j;
+  e->queued++;
+  pthread_cond_signal(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+  return 0;
+}
+
+struct job *engine_job_find(struct engine *e, const char *id) {
+  struct job *found = NULL;
+  pthread_mutex_lock(&e->mu);
+  table_sweep(e);
+  for (int i = 0; i < JOB_TABLE_MAX && !found; i++)
+    if (e->table[i] && strcmp(e->table[i]->id, id) == 0) {
+      found = e->table[i];
+      job_get(found);
+    }
+  pthread_mutex_unlock(&e->mu);
+  return found;
+}
+
+void engine_job_cancel(struct engine *e, struct job *j) {
+  pthread_mutex_lock(&e->mu);
+  atomic_store(&j->cancel, 1);
+  if (atomic_load(&j->status) == JOB_QUEUED) {
+    for (struct job **p = &e->head; *p; p = &(*p)->next)
+      if (*p == j) {
+        *p = j->next;
+        e->queued--;
+        snprintf(j->detail, sizeof j->detail, "cancelled before it started");
+        job_finish(e, j, JOB_CANCELLED);
+        job_put(j); /* the queue's reference */
+        break;
+      }
+  }
+  pthread_mutex_unlock(&e->mu);
+}
+
+static void *worker(void *arg) {
+  struct engine *e = arg;
+  log_set_request_id(NULL);
+  pthread_mutex_lock(&e->mu);
+  for (;;) {
+    while (!e->head && !e->stopping) pthread_cond_wait(&e->cv, &e->mu);
+    if (!e->head) break; /* stopping and drained */
+    struct job *j = e->head;
+    e->head = j->next;
+    e->queued--;
+    e->running = j;
+    atomic_store(&j->status, JOB_RUNNING);
+    j->started = now_s();
+    pthread_mutex_unlock(&e->mu);
+
+    log_set_request_id(j->id);
+    int rc = atomic_load(&j->cancel) ? -ECANCELED : j->fn(j, j->arg);
+    log_set_request_id(NULL);
+
+    pthread_mutex_lock(&e->mu);
+    e->running = NULL;
+    int st = rc == 0                                         ? JOB_SUCCEEDED
+             : (rc == -ECANCELED || atomic_load(&j->cancel)) ? JOB_CANCELLED
+                                                             : JOB_FAILED;
+    if (st == JOB_CANCELLED && !j->detail[0]) snprintf(j->detail, sizeof j->detail, "cancelled");
+    job_finish(e, j, st);
+    pthread_cond_broadcast(&e->idle);
+    job_put(j); /* the queue's reference */
+  }
+  pthread_mutex_unlock(&e->mu);
+  return NULL;
+}
+
+int engine_start(struct app *a, struct engine **out, char **err) {
+  struct engine *e = calloc(1, sizeof *e);
+  if (!e) return -1;
+  e->app = a;
+  pthread_mutex_init(&e->mu, NULL);
+  pthread_cond_init(&e->cv, NULL);
+  pthread_cond_init(&e->idle, NULL);
+  if (pthread_create(&e->thread, NULL, worker, e) != 0) {
+    *err = strdup("cannot start the compute worker thread");
+    free(e);
+    return -1;
+  }
+  *out = e;
+  return 0;
+}
+
+void engine_stop(struct engine *e, int grace_s) {
+  if (!e) return;
+  pthread_mutex_lock(&e->mu);
+  e->stopping = 1;
+  /* queued generations are cancelled; queued soup updates still run */
+  for (struct job **p = &e->head; *p;) {
+    struct job *j = *p;
+    if (j->priority) {
+      p = &j->next;
+      continue;
+    }
+    *p = j->next;
+    e->queued--;
+    atomic_store(&j->cancel, 1);
+    snprintf(j->detail, sizeof j->detail, "the server is shutting down");
+    job_finish(e, j, JOB_CANCELLED);
+    job_put(j);
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += grace_s;
+  while (e->running && !e->running->priority &&
+         pthread_cond_timedwait(&e->idle, &e->mu, &until) == 0) {
+  }
+  if (e->running && !e->running->priority) {
+    log_warn("job %s still running after %d s: cancelling it", e->running->id, grace_s);
+    atomic_store(&e->running->cancel, 1);
+  }
+  pthread_cond_broadcast(&e->cv);
+  pthread_mutex_unlock(&e->mu);
+  pthread_join(e->thread, NULL);
+  for (int i = 0; i < JOB_TABLE_MAX; i++) job_put(e->table[i]);
+  free(e);
+}
+
+void engine_stats_get(struct engine *e, struct engine_stats *st) {
+  pthread_mutex_lock(&e->mu);
+  st->queued = e->queued;
+  st->running = e->running != NULL;
+  st->succeeded = e->succeeded, st->failed = e->failed, st->cancelled = e->cancelled;
+  st->rejected = e->rejected;
+  pthread_mutex_unlock(&e->mu);
+}
