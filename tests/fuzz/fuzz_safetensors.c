@@ -23,7 +23,9 @@
     }                                                                                              \
   } while (0)
 
-static size_t nbytes(const struct st_tensor *t) { return (size_t)(t->end - t->begin); }
+static size_t nbytes(const struct st_tensor *t) {
+  return (size_t)(t->end - t->begin);
+}
 
 /* serialize -> parse: the same tensors and metadata come back */
 static void round_trip(const struct st_file *f) {
