@@ -280,6 +280,34 @@ static void test_errors(void **state) {
   sched_free(s);
 }
 
+/* Every scheduler builds from the tiny model folders' scheduler configs. */
+static void test_tiny_model_configs(void **state) {
+  (void)state;
+  const char *root = getenv("SOUPD_SOURCE_DIR");
+  if (!root) root = SOUPD_SOURCE_DIR;
+  const char *subs[2] = {"tiny-sd1", "tiny-sd2"};
+  for (int i = 0; i < 2; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s/scheduler/scheduler_config.json", root,
+             subs[i]);
+    json_t *cfg = json_load_file(path, 0, NULL);
+    if (!cfg) {
+      printf("%s: absent, skipped\n", subs[i]);
+      continue;
+    }
+    for (int k = -1; k < 5; k++) {
+      struct sched_overrides ov = {.name = k < 0 ? NULL : sched_kind_name((enum sched_kind)k),
+                                   .eta = -1};
+      struct sched *s = NULL;
+      char *err = NULL;
+      if (sched_new(cfg, &ov, 20, &s, &err) < 0) fail_msg("%s %s: %s", subs[i], ov.name, err);
+      assert_true(sched_num_timesteps(s) >= 20);
+      sched_free(s);
+    }
+    json_decref(cfg);
+  }
+}
+
 static int setup(void **state) {
   (void)state;
   const char *root = getenv("SOUPD_SOURCE_DIR");
@@ -313,7 +341,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_alphas_cumprod), cmocka_unit_test(test_timestep_lists),
       cmocka_unit_test(test_chains),         cmocka_unit_test(test_cfg),
-      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_errors),         cmocka_unit_test(test_tiny_model_configs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

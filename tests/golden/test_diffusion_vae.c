@@ -178,6 +178,37 @@ static void test_load_errors(void **state) {
   rmdir(tmp);
 }
 
+/* The tiny full models of the pipeline fixtures load and decode to finite values. */
+static void test_tiny_model_folders(void **state) {
+  (void)state;
+  const char *subs[2] = {"tiny-sd1", "tiny-sd2"};
+  for (int i = 0; i < 2; i++) {
+    char path[1200], *err = NULL;
+    struct vae *v = NULL;
+    snprintf(path, sizeof path, "%s/../%s/vae", g_dir, subs[i]);
+    if (access(path, R_OK) != 0) {
+      printf("%s: absent, skipped\n", subs[i]);
+      continue;
+    }
+    if (vae_load(path, g_be, &v, &err) < 0) fail_msg("%s: %s", subs[i], err);
+    int s = vae_downscale(v), lc = vae_latent_channels(v);
+    int64_t ls[4] = {1, lc, 4, 6}, os[4] = {1, 3, 4 * s, 6 * s};
+    struct tensor lat, out;
+    assert_int_equal(g_be->tensor_alloc(g_be, &lat, DT_F32, 4, ls), 0);
+    assert_int_equal(g_be->tensor_alloc(g_be, &out, DT_F32, 4, os), 0);
+    float *host = malloc((size_t)(24 * s * s * 3) * sizeof *host);
+    for (int k = 0; k < 24 * lc; k++) host[k] = (float)sin(0.37 * k);
+    assert_int_equal(g_be->upload(g_be, &lat, host, DT_F32), 0);
+    if (vae_decode(v, &out, &lat, &err) < 0) fail_msg("%s decode: %s", subs[i], err);
+    assert_int_equal(g_be->download_f32(g_be, &out, host), 0);
+    for (int k = 0; k < 24 * s * s * 3; k++) assert_true(isfinite(host[k]));
+    free(host);
+    g_be->tensor_free(g_be, &lat);
+    g_be->tensor_free(g_be, &out);
+    vae_free(v);
+  }
+}
+
 static int setup(void **state) {
   (void)state;
   const char *root = getenv("SOUPD_SOURCE_DIR");
@@ -204,7 +235,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_names_f32),    cmocka_unit_test(test_legacy_names_f16),
       cmocka_unit_test(test_encode_odd_sizes), cmocka_unit_test(test_rgb8),
-      cmocka_unit_test(test_load_errors),
+      cmocka_unit_test(test_load_errors),      cmocka_unit_test(test_tiny_model_folders),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
