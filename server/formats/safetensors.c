@@ -516,6 +516,42 @@ int st_check_compatible(const struct st_file *base, const struct st_file *shard,
   return count ? -1 : 0;
 }
 
+/* ---- non-finite values ---- */
+
+/* Index of the first element whose exponent bits are all ones (NaN or Inf),
+ * or numel if none. Works on the raw bits: no conversion, any alignment. */
+static uint64_t st_first_nonfinite(const struct st_tensor *t) {
+  const uint8_t *p = t->data;
+  if (t->dtype == ST_F32) {
+    for (uint64_t i = 0; i < t->numel; i++) {
+      uint32_t u;
+      memcpy(&u, p + 4 * i, 4);
+      if ((u & 0x7f800000u) == 0x7f800000u) return i;
+    }
+  } else {
+    uint16_t mask = t->dtype == ST_F16 ? 0x7c00 : 0x7f80;
+    for (uint64_t i = 0; i < t->numel; i++) {
+      uint16_t u;
+      memcpy(&u, p + 2 * i, 2);
+      if ((u & mask) == mask) return i;
+    }
+  }
+  return t->numel;
+}
+
+int st_check_finite(const struct st_file *f, json_t *errors, int max_errors) {
+  int count = 0;
+  for (size_t i = 0; i < f->n_tensors; i++) {
+    const struct st_tensor *t = &f->tensors[i];
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) continue;
+    uint64_t k = st_first_nonfinite(t);
+    if (k < t->numel)
+      st_compat_add(errors, &count, max_errors, t->name, "element %llu is NaN or infinite",
+                    (unsigned long long)k);
+  }
+  return count ? -1 : 0;
+}
+
 /* ---- writer ---- */
 
 /* Builds the padded header; returns its length in *hlen (multiple of 8). */

@@ -101,6 +101,12 @@ int st_dtype_to_dtype(enum st_dtype dt);
 int st_check_compatible(const struct st_file *base, const struct st_file *shard, json_t *errors,
                         int max_errors);
 
+/* NaN/Inf scan of the F32/F16/BF16 tensors (other dtypes are skipped):
+ * appends up to max_errors {"field": name, "message"} objects naming the
+ * first non-finite element of each bad tensor. Returns 0 if all finite,
+ * -1 otherwise. Reads every byte of the floating tensors. */
+int st_check_finite(const struct st_file *f, json_t *errors, int max_errors);
+
 /* Writer: tensors are written in the given order; metadata may be NULL. */
 struct st_write_tensor {
   const char *name;

@@ -3,7 +3,8 @@
  * way). Built with clang -fsanitize=fuzzer,address,undefined.
  *
  * For every input: st_parse must not crash or read outside the input; when
- * it accepts, every tensor lies inside the input, is found by name, the file
+ * it accepts, every tensor lies inside the input, is found by name, the
+ * NaN/Inf scan stays inside it, the file
  * is compatible with itself exactly when all its dtypes are F32/F16/BF16, and
  * serialize -> parse gives back the same names, dtypes, shapes, bytes and
  * metadata. Any broken invariant aborts (a crash for libFuzzer).
@@ -106,6 +107,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   json_t *errors = json_array();
   int c = st_check_compatible(f, f, errors, 4);
   CHECK(c == (all_float ? 0 : -1));
+  CHECK(json_array_size(errors) <= 4);
+  json_array_clear(errors);
+  CHECK(st_check_finite(f, errors, 4) <= 0); /* reads every float byte */
   CHECK(json_array_size(errors) <= 4);
   json_decref(errors);
   round_trip(f);

@@ -15,6 +15,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -602,6 +603,56 @@ static void test_check_compatible(void **state) {
   mem_free(&many);
 }
 
+/* NaN/Inf scan against isfinite() of the values converted by tensor.h. */
+static void test_check_finite(void **state) {
+  (void)state;
+  float f32[5] = {0.0f, -1.0f, 3.0e38f, 1e-45f, 2.0f};
+  uint16_t f16[4] = {f32_to_f16(1.0f), 0x7bff /* 65504 */, 0x0001, f32_to_f16(-2.0f)};
+  uint16_t bf[3] = {f32_to_bf16(1.0f), 0x7f7f /* max */, f32_to_bf16(-0.5f)};
+  int32_t ints[2] = {0x7fffffff, -1}; /* NaN bit pattern, but not a float */
+  const int64_t s5[1] = {5}, s4[1] = {4}, s3[1] = {3}, s2[1] = {2};
+  const struct st_write_tensor t[] = {{"f32", ST_F32, 1, s5, f32},
+                                      {"f16", ST_F16, 1, s4, f16},
+                                      {"bf16", ST_BF16, 1, s3, bf},
+                                      {"ints", ST_I32, 1, s2, ints}};
+  struct mem_file m = {0};
+  mem_write(&m, t, 4);
+  json_t *errors = json_array();
+  assert_int_equal(st_check_finite(m.f, errors, 10), 0);
+  assert_int_equal(json_array_size(errors), 0);
+  mem_free(&m);
+
+  /* poison one element of each float tensor; the reported index is the
+   * first non-finite one by the independent check */
+  float nan = __builtin_nanf(""), inf = __builtin_inff();
+  f32[3] = -inf;
+  f16[1] = 0x7e00;           /* F16 NaN */
+  f16[2] = f32_to_f16(1e6f); /* overflows to +Inf */
+  bf[2] = f32_to_bf16(nan);
+  mem_write(&m, t, 4);
+  assert_int_equal(st_check_finite(m.f, errors, 10), -1);
+  assert_int_equal(json_array_size(errors), 3);
+  int first_f32 = -1, first_f16 = -1, first_bf = -1;
+  for (int i = 4; i >= 0; i--)
+    if (!isfinite(f32[i])) first_f32 = i;
+  for (int i = 3; i >= 0; i--)
+    if (!isfinite(f16_to_f32(f16[i]))) first_f16 = i;
+  for (int i = 2; i >= 0; i--)
+    if (!isfinite(bf16_to_f32(bf[i]))) first_bf = i;
+  char want[64];
+  snprintf(want, sizeof want, "element %d ", first_f32);
+  assert_true(has_error(errors, "f32", want));
+  snprintf(want, sizeof want, "element %d ", first_f16);
+  assert_true(has_error(errors, "f16", want));
+  snprintf(want, sizeof want, "element %d ", first_bf);
+  assert_true(has_error(errors, "bf16", want));
+  json_array_clear(errors);
+  assert_int_equal(st_check_finite(m.f, errors, 1), -1);
+  assert_int_equal(json_array_size(errors), 1);
+  json_decref(errors);
+  mem_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_cases),
@@ -610,6 +661,7 @@ int main(void) {
       cmocka_unit_test(test_reference_file),
       cmocka_unit_test(test_write_round_trip),
       cmocka_unit_test(test_check_compatible),
+      cmocka_unit_test(test_check_finite),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
