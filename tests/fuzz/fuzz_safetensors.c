@@ -4,9 +4,9 @@
  *
  * For every input: st_parse must not crash or read outside the input; when
  * it accepts, every tensor lies inside the input, is found by name, the
- * NaN/Inf scan stays inside it, the file
- * is compatible with itself exactly when all its dtypes are F32/F16/BF16, and
- * serialize -> parse gives back the same names, dtypes, shapes, bytes and
+ * NaN/Inf scan stays inside it, the file is compatible with itself exactly
+ * when all its dtypes are F32/F16/BF16, and serialize -> parse gives back
+ * the same names, dtypes, shapes, bytes and
  * metadata. Any broken invariant aborts (a crash for libFuzzer).
  */
 #include <stdint.h>
