@@ -280,6 +280,38 @@ static void test_errors(void **state) {
   sched_free(s);
 }
 
+/* sd_pipeline_fixups behaves like StableDiffusionPipeline.__init__: the
+ * class-default DDIM (steps_offset 0, clip_sample true) then runs exactly as
+ * a config with steps_offset 1 and clip_sample false. */
+static void test_pipeline_fixups(void **state) {
+  (void)state;
+  json_t *fixed = json_pack("{s:s, s:i, s:b}", "_class_name", "DDIMScheduler", "steps_offset", 1,
+                            "clip_sample", 0);
+  struct sched_overrides ov = {.name = "ddim", .eta = -1, .sd_pipeline_fixups = 1};
+  struct sched_overrides plain = {.name = "ddim", .eta = -1};
+  struct sched *a = NULL, *b = NULL, *c = NULL;
+  char *err = NULL;
+  assert_int_equal(sched_new(NULL, &ov, 10, &a, &err), 0);
+  assert_int_equal(sched_new(fixed, &plain, 10, &b, &err), 0);
+  assert_int_equal(sched_new(NULL, &plain, 10, &c, &err), 0);
+  assert_true(sched_timesteps(a)[9] == 1.0f && sched_timesteps(c)[9] == 0.0f);
+  float xa[8], xb[8], xc[8], e[8];
+  for (int i = 0; i < 8; i++) xa[i] = xb[i] = xc[i] = 3.0f * (float)(i - 4), e[i] = -2.0f;
+  for (int k = 0; k < 10; k++) {
+    assert_int_equal(sched_step(a, k, e, xa, xa, 8, NULL, &err), 0);
+    assert_int_equal(sched_step(b, k, e, xb, xb, 8, NULL, &err), 0);
+    assert_int_equal(sched_step(c, k, e, xc, xc, 8, NULL, &err), 0);
+  }
+  for (int i = 0; i < 8; i++) assert_true(xa[i] == xb[i]);
+  int differs = 0; /* the clipped, offset-0 class default goes elsewhere */
+  for (int i = 0; i < 8; i++) differs += xa[i] != xc[i];
+  assert_true(differs > 0);
+  sched_free(a);
+  sched_free(b);
+  sched_free(c);
+  json_decref(fixed);
+}
+
 /* Every scheduler builds from the tiny model folders' scheduler configs. */
 static void test_tiny_model_configs(void **state) {
   (void)state;
@@ -339,9 +371,10 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_alphas_cumprod), cmocka_unit_test(test_timestep_lists),
-      cmocka_unit_test(test_chains),         cmocka_unit_test(test_cfg),
-      cmocka_unit_test(test_errors),         cmocka_unit_test(test_tiny_model_configs),
+      cmocka_unit_test(test_alphas_cumprod),  cmocka_unit_test(test_timestep_lists),
+      cmocka_unit_test(test_chains),          cmocka_unit_test(test_cfg),
+      cmocka_unit_test(test_errors),          cmocka_unit_test(test_tiny_model_configs),
+      cmocka_unit_test(test_pipeline_fixups),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
