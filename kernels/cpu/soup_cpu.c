@@ -106,19 +106,32 @@ static inline uint16_t d_to_bf16(double z) {
   return soup_d_to_small(z, 7, -126, 0x7f80);
 }
 
+/* Sources may be unaligned (safetensors offsets are arbitrary): load through
+ * memcpy, which compiles to plain (vector) loads. */
+static inline uint64_t ld16(const unsigned char *p, int64_t i) {
+  uint16_t v;
+  memcpy(&v, p + 2 * i, 2);
+  return v;
+}
+static inline uint64_t ld32(const unsigned char *p, int64_t i) {
+  uint32_t v;
+  memcpy(&v, p + 4 * i, 4);
+  return v;
+}
+
 /* ---- accumulate: acc += kq * q(src) ---- */
 
-SOUP_CLONES static void acc_f16(int64_t *restrict acc, const uint16_t *restrict s, int64_t n,
+SOUP_CLONES static void acc_f16(int64_t *restrict acc, const unsigned char *restrict s, int64_t n,
                                 int64_t F, int64_t kq) {
-  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f16((uint64_t)s[i], F);
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f16(ld16(s, i), F);
 }
-SOUP_CLONES static void acc_bf16(int64_t *restrict acc, const uint16_t *restrict s, int64_t n,
+SOUP_CLONES static void acc_bf16(int64_t *restrict acc, const unsigned char *restrict s, int64_t n,
                                  int64_t F, int64_t kq) {
-  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_bf16((uint64_t)s[i], F);
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_bf16(ld16(s, i), F);
 }
-SOUP_CLONES static void acc_f32(int64_t *restrict acc, const uint32_t *restrict s, int64_t n,
+SOUP_CLONES static void acc_f32(int64_t *restrict acc, const unsigned char *restrict s, int64_t n,
                                 int64_t F, int64_t kq) {
-  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f32((uint64_t)s[i], F);
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f32(ld32(s, i), F);
 }
 
 /* ---- materialize: out = round(((double)S / K) * 2^-F) ---- */
@@ -167,18 +180,18 @@ static uint32_t valid_limit(enum dtype dt, int F) {
   return lo;
 }
 
-SOUP_CLONES static uint32_t absmax16(const uint16_t *restrict s, int64_t n) {
+SOUP_CLONES static uint32_t absmax16(const unsigned char *restrict s, int64_t n) {
   uint16_t mx = 0;
   for (int64_t i = 0; i < n; i++) {
-    uint16_t a = s[i] & 0x7fff;
+    uint16_t a = (uint16_t)(ld16(s, i) & 0x7fff);
     mx = a > mx ? a : mx;
   }
   return mx;
 }
-SOUP_CLONES static uint32_t absmax32(const uint32_t *restrict s, int64_t n) {
+SOUP_CLONES static uint32_t absmax32(const unsigned char *restrict s, int64_t n) {
   uint32_t mx = 0;
   for (int64_t i = 0; i < n; i++) {
-    uint32_t a = s[i] & 0x7fffffffu;
+    uint32_t a = (uint32_t)(ld32(s, i) & 0x7fffffffu);
     mx = a > mx ? a : mx;
   }
   return mx;
@@ -189,8 +202,8 @@ static int cpu_validate(const void *src, enum dtype dt, int64_t n, int F, int64_
   uint32_t mx = dt == DT_F32 ? absmax32(src, n) : absmax16(src, n);
   if (mx <= lim) return 0;
   for (int64_t i = 0; i < n; i++) {
-    uint32_t a = dt == DT_F32 ? ((const uint32_t *)src)[i] & 0x7fffffffu
-                              : ((const uint16_t *)src)[i] & 0x7fffu;
+    uint32_t a =
+        dt == DT_F32 ? (uint32_t)(ld32(src, i) & 0x7fffffffu) : (uint32_t)(ld16(src, i) & 0x7fffu);
     if (a > lim) {
       *bad = i;
       return 1;
@@ -236,11 +249,11 @@ static int cpu_accumulate(int64_t *acc, const void *src, enum dtype src_dt, int6
     int64_t m = n - off < SOUP_CPU_CHUNK ? n - off : SOUP_CPU_CHUNK;
     const uint8_t *s = (const uint8_t *)src + (size_t)off * isz;
     if (src_dt == DT_F16)
-      acc_f16(acc + off, (const uint16_t *)s, m, F, kq);
+      acc_f16(acc + off, s, m, F, kq);
     else if (src_dt == DT_BF16)
-      acc_bf16(acc + off, (const uint16_t *)s, m, F, kq);
+      acc_bf16(acc + off, s, m, F, kq);
     else
-      acc_f32(acc + off, (const uint32_t *)s, m, F, kq);
+      acc_f32(acc + off, s, m, F, kq);
     if (out) mat_chunk((uint8_t *)out + (size_t)off * osz, out_dt, acc + off, m, F, K);
     if (ctx) EVP_DigestUpdate(ctx, acc + off, (size_t)m * 8);
   }
@@ -273,12 +286,15 @@ static int cpu_convert(void *out, enum dtype out_dt, const void *src, enum dtype
   }
   for (int64_t i = 0; i < n; i++) {
     double z;
-    if (src_dt == DT_F32)
-      z = (double)((const float *)src)[i];
-    else if (src_dt == DT_F16)
-      z = (double)f16_to_f32(((const uint16_t *)src)[i]);
+    if (src_dt == DT_F32) {
+      uint32_t u = (uint32_t)ld32(src, i);
+      float f;
+      memcpy(&f, &u, 4);
+      z = (double)f;
+    } else if (src_dt == DT_F16)
+      z = (double)f16_to_f32((uint16_t)ld16(src, i));
     else if (src_dt == DT_BF16)
-      z = (double)bf16_to_f32(((const uint16_t *)src)[i]);
+      z = (double)bf16_to_f32((uint16_t)ld16(src, i));
     else
       return -1;
     if (out_dt == DT_F32)

@@ -111,9 +111,9 @@ static int validate_one(void *ctx, size_t i) {
 }
 
 static double view_value(const struct soup_view *x, int64_t i) {
-  if (x->dtype == ST_F32) return ((const float *)x->data)[i];
-  if (x->dtype == ST_F16) return f16_to_f32(((const uint16_t *)x->data)[i]);
-  return bf16_to_f32(((const uint16_t *)x->data)[i]);
+  if (x->dtype == ST_F32) return soup_load_f32(x->data, i);
+  if (x->dtype == ST_F16) return f16_to_f32(soup_load_u16(x->data, i));
+  return bf16_to_f32(soup_load_u16(x->data, i));
 }
 
 int soup_validate_values(const struct soup *s, const struct soup_view *v, const size_t *map,

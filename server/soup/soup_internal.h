@@ -10,6 +10,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <string.h>
 
 #include "soup.h"
 
@@ -83,3 +84,15 @@ void soup_hash_combine(const struct soup *s, int64_t K, const uint8_t (*digests)
 int soup_st_to_dtype(enum st_dtype dt);
 double soup_now_ms(void);
 char *soup_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Loads from possibly unaligned tensor data (safetensors offsets are arbitrary). */
+static inline uint16_t soup_load_u16(const void *p, int64_t i) {
+  uint16_t v;
+  memcpy(&v, (const unsigned char *)p + 2 * i, 2);
+  return v;
+}
+static inline float soup_load_f32(const void *p, int64_t i) {
+  float v;
+  memcpy(&v, (const unsigned char *)p + 4 * i, 4);
+  return v;
+}

@@ -84,11 +84,11 @@ static int base_exponent(const struct soup_view *v, int64_t n, int64_t *bad) {
   for (int64_t i = 0; i < n; i++) {
     double x;
     if (v->dtype == ST_F32)
-      x = ((const float *)v->data)[i];
+      x = soup_load_f32(v->data, i);
     else if (v->dtype == ST_F16)
-      x = f16_to_f32(((const uint16_t *)v->data)[i]);
+      x = f16_to_f32(soup_load_u16(v->data, i));
     else
-      x = bf16_to_f32(((const uint16_t *)v->data)[i]);
+      x = bf16_to_f32(soup_load_u16(v->data, i));
     if (!isfinite(x)) {
       *bad = i;
       return INT32_MIN;
