@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/keymap_ldm.h"
 #include "formats/safetensors.h"
 #include "log.h"
 #include "unet_impl.h"
@@ -75,11 +76,31 @@ int unet_bind_weights(struct unet *u, unet_lookup_fn lookup, void *ctx, char **e
   return rc;
 }
 
-int unet_load_weights(struct unet *u, const char *path, char **err) {
+/* The file's name for parameter i: the diffusers name itself, or its LDM
+ * single-file name. Returns 0, or -1 when the layout has no such name. */
+static int file_name(const struct unet *u, const struct keymap_ldm_unet *km, int i, char *buf,
+                     size_t n, const char **out) {
+  if (!km) {
+    *out = u->params[i].name;
+    return 0;
+  }
+  *out = buf;
+  return keymap_ldm_unet_from_diffusers(km, u->params[i].name, buf, n) == 1 ? 0 : -1;
+}
+
+/* Tensors of f that must be explained by the parameter table: all of them
+ * (diffusers file) or those under the LDM UNet prefix (single file). */
+static int is_unet_tensor(const struct keymap_ldm_unet *km, const char *name) {
+  return !km || strncmp(name, KEYMAP_LDM_UNET_PREFIX, strlen(KEYMAP_LDM_UNET_PREFIX)) == 0;
+}
+
+static int load_file(struct unet *u, const char *path, const struct keymap_ldm_unet *km,
+                     char **err) {
   struct st_file *f = NULL;
   struct tensor *owned = calloc((size_t)u->n_params, sizeof *owned);
   const struct tensor **arr = calloc((size_t)u->n_params, sizeof *arr);
-  char *e = NULL;
+  char *e = NULL, buf[256];
+  const char *fname;
   int rc = -1;
   if (!owned || !arr) {
     *err = unet_strf("unet: out of memory");
@@ -89,25 +110,30 @@ int unet_load_weights(struct unet *u, const char *path, char **err) {
     *err = unet_strf("unet: weights: %s", e ? e : "cannot open");
     goto done;
   }
-  if (f->n_tensors != (size_t)u->n_params) {
+  size_t n_unet = 0;
+  for (size_t k = 0; k < f->n_tensors; k++) n_unet += is_unet_tensor(km, f->tensors[k].name);
+  if (n_unet != (size_t)u->n_params) {
     /* name one tensor the config does not explain */
     for (size_t k = 0; k < f->n_tensors; k++) {
+      if (!is_unet_tensor(km, f->tensors[k].name)) continue;
       int known = 0;
       for (int i = 0; i < u->n_params && !known; i++)
-        known = strcmp(u->params[i].name, f->tensors[k].name) == 0;
+        known = file_name(u, km, i, buf, sizeof buf, &fname) == 0 &&
+                strcmp(fname, f->tensors[k].name) == 0;
       if (!known) {
-        *err = unet_strf("unet: weights hold %zu tensors, the config implies %d (e.g. unexpected "
-                         "%s)",
-                         f->n_tensors, u->n_params, f->tensors[k].name);
+        *err = unet_strf("unet: weights hold %zu UNet tensors, the config implies %d (e.g. "
+                         "unexpected %s)",
+                         n_unet, u->n_params, f->tensors[k].name);
         goto done;
       }
     }
   }
   for (int i = 0; i < u->n_params; i++) {
     const struct unet_param *p = &u->params[i];
-    const struct st_tensor *s = st_find(f, p->name);
+    const struct st_tensor *s = NULL;
+    if (file_name(u, km, i, buf, sizeof buf, &fname) == 0) s = st_find(f, fname);
     if (!s) {
-      *err = unet_strf("unet: weight %s is missing", p->name);
+      *err = unet_strf("unet: weight %s is missing", km ? buf : p->name);
       goto done;
     }
     int dt = st_dtype_to_dtype(s->dtype);
@@ -132,6 +158,20 @@ done:
   free(e);
   st_close(f);
   return rc;
+}
+
+int unet_load_weights(struct unet *u, const char *path, char **err) {
+  return load_file(u, path, NULL, err);
+}
+
+int unet_load_weights_ldm(struct unet *u, const char *path, char **err) {
+  struct keymap_ldm_unet km = {.n_blocks = u->cfg.n_blocks,
+                               .layers_per_block = u->cfg.layers_per_block};
+  for (int i = 0; i < u->cfg.n_blocks; i++) {
+    km.up_attn[i] = u->cfg.up_attn[i];
+    km.down_attn[i] = u->cfg.down_attn[i];
+  }
+  return load_file(u, path, &km, err);
 }
 
 int unet_new(const json_t *config, struct backend *be, struct unet **out, char **err) {

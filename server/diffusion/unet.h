@@ -40,6 +40,11 @@ int unet_new(const json_t *config, struct backend *be, struct unet **out, char *
  * the file are an error. */
 int unet_load_weights(struct unet *u, const char *path, char **err);
 
+/* The same from an original LDM single-file checkpoint (keys
+ * "model.diffusion_model.*", renamed by formats/keymap_ldm for this layout);
+ * the file's other tensors (VAE, text encoder, EMA copies) are ignored. */
+int unet_load_weights_ldm(struct unet *u, const char *path, char **err);
+
 /* Points every parameter at lookup(ctx, name). Checks presence, dtype and
  * shape of all of them before changing anything. The tensors must outlive
  * the binding (they are not copied); owned weights, if any, are freed. */

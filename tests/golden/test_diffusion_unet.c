@@ -8,7 +8,9 @@
  * worst |out - ref| / max |ref| <= 1e-4, printing the worst element.
  * Sizes include h, w not divisible by 2^(upsamplers), and fractional t.
  * Also: binding the same weights from an external set gives bit-identical
- * output, and a config that disagrees with the weights is refused by name.
+ * output; weights read from the LDM single-file fixture through the key map
+ * give the same bits as the diffusers weights rounded to F16; a config that
+ * disagrees with the weights is refused by name.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -176,6 +178,57 @@ static void test_bind_external(void **state) {
   free(wp);
 }
 
+/* Weights from the LDM single-file fixture (F16, renamed by the key map) give
+ * the same bits as the diffusers file's weights rounded to F16. */
+static void test_load_ldm(void **state) {
+  (void)state;
+  for (size_t m = 0; m < sizeof MODELS / sizeof *MODELS; m++) {
+    char *cfgp = path_of("%s/unet/config.json", MODELS[m]);
+    char *wp = path_of("%s/unet/diffusion_pytorch_model.safetensors", MODELS[m]);
+    char *lp = path_of("unet/%s_ldm.safetensors", MODELS[m]);
+    json_error_t je;
+    json_t *j = json_load_file(cfgp, 0, &je);
+    assert_non_null(j);
+    struct unet *u = NULL;
+    char *err = NULL;
+    assert_int_equal(unet_new(j, g_be, &u, &err), 0);
+    int rc = unet_load_weights_ldm(u, lp, &err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    assert_int_equal(rc, 0);
+    float *a = NULL, *b = NULL;
+    double rel = run_case(u, MODELS[m], "12x10", &a);
+    assert_true(rel < 1e-2); /* F16 weights: only a sanity bound */
+
+    struct wset w = {0};
+    assert_int_equal(st_open(wp, &w.f, &err), 0);
+    w.t = calloc(w.f->n_tensors, sizeof *w.t);
+    for (size_t i = 0; i < w.f->n_tensors; i++) {
+      const struct st_tensor *s = &w.f->tensors[i];
+      assert_int_equal(g_be->tensor_alloc(g_be, &w.t[i], DT_F16, s->ndim, s->shape), 0);
+      assert_int_equal(g_be->upload(g_be, &w.t[i], s->data, DT_F32), 0);
+    }
+    assert_int_equal(unet_bind_weights(u, wset_lookup, &w, &err), 0);
+    run_case(u, MODELS[m], "12x10", &b);
+    assert_memory_equal(a, b, 2 * 4 * 12 * 10 * sizeof(float));
+
+    /* the diffusers file is not an LDM file */
+    rc = unet_load_weights_ldm(u, wp, &err);
+    assert_int_not_equal(rc, 0);
+    printf("  refused: %s\n", err);
+    free(err);
+    unet_free(u);
+    for (size_t i = 0; i < w.f->n_tensors; i++) g_be->tensor_free(g_be, &w.t[i]);
+    free(w.t);
+    st_close(w.f);
+    free(a);
+    free(b);
+    json_decref(j);
+    free(cfgp);
+    free(wp);
+    free(lp);
+  }
+}
+
 static void test_config_mismatch(void **state) {
   (void)state;
   char *cfgp = path_of("tiny-sd2/unet/config.json");
@@ -255,6 +308,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_golden),
       cmocka_unit_test(test_bind_external),
+      cmocka_unit_test(test_load_ldm),
       cmocka_unit_test(test_config_mismatch),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
