@@ -146,8 +146,18 @@ int soup_rollback(struct soup *s, const struct soup_view *v, size_t n, int64_t k
                   char **err);
 int soup_rollback_st(struct soup *s, const struct st_file *f, int64_t kq_delta, char **err);
 
-/* Materializes the accumulator (or the base if K == 0) into the spare copy and
- * computes the hash (needed only after soup_rollback, or to re-publish). */
+/* Start-up / bulk path: like soup_apply (same validation, same exact
+ * accumulator) but neither materializes nor hashes; the spare copy and the
+ * hash are stale (soup_hash_hex gives "") until soup_materialize_spare. For
+ * n shards this costs n light passes plus one materialize+hash pass instead
+ * of n full ones. Not undoable with soup_rollback (use the opposite delta). */
+int soup_accumulate(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_delta,
+                    char **err);
+int soup_accumulate_st(struct soup *s, const struct st_file *f, int64_t kq_delta, char **err);
+
+/* Materializes the accumulator (or the base if K == 0) into the spare copy,
+ * recomputing the hash if it is stale (after soup_accumulate). Not needed
+ * after soup_apply, which already did both. */
 int soup_materialize_spare(struct soup *s, char **err);
 
 /* Publishes the spare copy as the live version `version` (pointer swap under
@@ -160,7 +170,8 @@ int soup_switch(struct soup *s, uint64_t version, char **err);
 const struct soup_version *soup_acquire(struct soup *s);
 void soup_release(struct soup *s, const struct soup_version *v);
 
-/* Hash of the current accumulator state (== live hash after a switch). */
+/* Hash of the current accumulator state (== live hash after a switch); ""
+ * while stale (after soup_accumulate, before soup_materialize_spare). */
 void soup_hash_hex(const struct soup *s, char hex[65]);
 void soup_stats_get(const struct soup *s, struct soup_stats *st);
 

@@ -45,7 +45,8 @@ struct soup {
   int64_t K;
   uint8_t (*digest)[32]; /* [n] SHA-256 of each accumulator (LE bytes) */
   uint64_t acc_state, next_state;
-  char hash_hex[65];
+  char hash_hex[65]; /* "" while the digests are stale */
+  int digests_stale;
 
   /* undo record of the last apply */
   int undo_valid;

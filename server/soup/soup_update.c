@@ -122,7 +122,8 @@ static int run_update(struct upd *u, char **err) {
   return rc;
 }
 
-int soup_apply(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_delta, char **err) {
+static int apply_impl(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_delta,
+                      int full, char **err) {
   double t0 = soup_now_ms();
   size_t *map = NULL;
   if (kq_delta == 0 || kq_delta > SOUP_KQ_MAX || kq_delta < -SOUP_KQ_MAX) {
@@ -138,6 +139,29 @@ int soup_apply(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_d
   }
   int rc = prepare(s, v, n, &map, err);
   if (rc) return rc;
+  if (!full) {
+    struct upd u = {.s = s, .v = v, .map = map, .delta = kq_delta, .newK = newK};
+    pthread_mutex_lock(&s->mu);
+    s->buf[1 - s->live].state = 0; /* the spare no longer matches */
+    pthread_mutex_unlock(&s->mu);
+    rc = run_update(&u, err);
+    if (rc == 0) {
+      pthread_mutex_lock(&s->mu);
+      s->K = newK;
+      s->acc_state = s->next_state++;
+      s->hash_hex[0] = 0;
+      s->digests_stale = 1;
+      s->undo_valid = 0;
+      s->last_update_ms = soup_now_ms() - t0;
+      pthread_mutex_unlock(&s->mu);
+    }
+    goto done;
+  }
+  if (s->digests_stale) {
+    rc = -EINVAL;
+    *err = soup_strdupf("soup_apply after soup_accumulate: call soup_materialize_spare first");
+    goto done;
+  }
   rc = claim_spare(s, err);
   if (rc) goto done;
   /* undo record: the exact state before this apply */
@@ -168,6 +192,24 @@ int soup_apply(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_d
   pthread_mutex_unlock(&s->mu);
 done:
   free(map);
+  return rc;
+}
+
+int soup_apply(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_delta, char **err) {
+  return apply_impl(s, v, n, kq_delta, 1, err);
+}
+
+int soup_accumulate(struct soup *s, const struct soup_view *v, size_t n, int64_t kq_delta,
+                    char **err) {
+  return apply_impl(s, v, n, kq_delta, 0, err);
+}
+
+int soup_accumulate_st(struct soup *s, const struct st_file *f, int64_t kq_delta, char **err) {
+  struct soup_view *v = NULL;
+  size_t n = 0;
+  int rc = soup_views_from_st(f, &v, &n, err);
+  if (rc == 0) rc = soup_accumulate(s, v, n, kq_delta, err);
+  free(v);
   return rc;
 }
 
@@ -225,6 +267,7 @@ static int mat_one(void *ctx, size_t i) {
   void *out = c->b->tensors[i].data;
   int rc = s->K > 0 ? s->be->materialize(out, s->infer, m->acc, m->numel, m->F, s->K)
                     : s->be->convert(out, s->infer, m->base_data, m->base_dt, m->numel);
+  if (rc == 0 && s->digests_stale) rc = s->be->hash(m->acc, m->numel, s->digest[i]);
   return rc ? -EIO : 0;
 }
 
@@ -239,7 +282,13 @@ int soup_materialize_spare(struct soup *s, char **err) {
     *err = soup_strdupf("backend %s failed to materialize the soup", s->be->name);
     return rc;
   }
+  char hex[65];
+  if (s->digests_stale) soup_hash_combine(s, s->K, (const uint8_t(*)[32])s->digest, hex);
   pthread_mutex_lock(&s->mu);
+  if (s->digests_stale) {
+    memcpy(s->hash_hex, hex, 65);
+    s->digests_stale = 0;
+  }
   spare->state = s->acc_state;
   spare->ver.K = s->K;
   memcpy(spare->ver.hash_hex, s->hash_hex, 65);

@@ -5,7 +5,9 @@
  *  - reweight back and forth returns the original hash and bits;
  *  - apply(+k) then apply(-k), and apply then rollback, restore the hash;
  *  - the hash does not depend on the inference dtype (F32, F16, BF16);
- *  - soup_rebuild_hash over the active set equals the live hash.
+ *  - soup_rebuild_hash over the active set equals the live hash;
+ *  - the bulk path (soup_accumulate + one soup_materialize_spare) equals
+ *    the full applies.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -194,6 +196,35 @@ static void test_hash_independent_of_dtype(void **state) {
   assert_string_equal(h[0], h[2]);
 }
 
+/* The start-up path (accumulate only, then one materialize + hash) gives the
+ * same soup as three full applies. */
+static void test_bulk_accumulate_path(void **state) {
+  (void)state;
+  struct soup *a = mk(DT_BF16), *b = mk(DT_BF16);
+  char *err = NULL, hex[65];
+  for (int j = 0; j < 3; j++) {
+    app(a, j, KQ[j]);
+    assert_int_equal(soup_accumulate_st(b, shard_f[j], KQ[j], &err), 0);
+  }
+  soup_hash_hex(b, hex);
+  assert_string_equal(hex, ""); /* stale until materialized */
+  assert_int_not_equal(soup_switch(b, 5, &err), 0);
+  free(err);
+  err = NULL;
+  assert_int_not_equal(soup_apply_st(b, shard_f[0], 1, &err), 0);
+  free(err);
+  err = NULL;
+  assert_int_equal(soup_materialize_spare(b, &err), 0);
+  assert_int_equal(soup_switch(b, 5, &err), 0);
+  assert_same(a, b);
+  /* and a full apply works again afterwards */
+  app(a, 0, -KQ[0]);
+  app(b, 0, -KQ[0]);
+  assert_same(a, b);
+  soup_free(a);
+  soup_free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_withdraw_equals_fresh),
@@ -201,6 +232,7 @@ int main(void) {
       cmocka_unit_test(test_reweight_round_trip),
       cmocka_unit_test(test_apply_unapply_and_rollback),
       cmocka_unit_test(test_hash_independent_of_dtype),
+      cmocka_unit_test(test_bulk_accumulate_path),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
