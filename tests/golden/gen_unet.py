@@ -129,7 +129,8 @@ def gen_model(fixtures: pathlib.Path, model: str, seed: int):
         save_file(
             {"sample": sample, "timesteps": t, "encoder_hidden_states": ctx, "out": out.contiguous()},
             dst / f"{model}_{name}.safetensors",
-            metadata={"model": model, "reference": "diffusers UNet2DConditionModel fp32 CPU"},
+            # one key only: safetensors writes metadata in hash order
+            metadata={"source": f"{model}: diffusers UNet2DConditionModel, fp32, CPU"},
         )
         print(f"  {model} {name}: max|out| {out.abs().max():.4f}")
 
