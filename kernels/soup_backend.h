@@ -43,7 +43,7 @@ extern "C" {
 
 struct soup_backend {
   const char *name; /* "cpu", "cuda:0" */
-  int parallel;     /* host threads the engine may run ops from at once */
+  int parallel;     /* host threads the engine may run ops from at once (0: online cores) */
 
   void *(*alloc)(size_t bytes); /* zero-filled; NULL on failure */
   void (*free)(void *p);

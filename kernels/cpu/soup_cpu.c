@@ -30,7 +30,9 @@
 
 #define SOUP_CPU_CHUNK 8192 /* parameters per fused step: 64 KiB of accumulator */
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(SOUP_CLONES)
+/* given on the command line (tests of one clone) */
+#elif defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define SOUP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SOUP_CLONES
@@ -136,17 +138,26 @@ SOUP_CLONES static void acc_f32(int64_t *restrict acc, const unsigned char *rest
 
 /* ---- materialize: out = round(((double)S / K) * 2^-F) ---- */
 
+/* (double)S, correctly rounded, in a form AVX2 vectorizes (it has no int64 ->
+ * double instruction): (hi * 2^32 + 2^31) is exact ((2 hi + 1) 2^31 with
+ * |2 hi + 1| < 2^32), lo - 2^31 is exact, so their sum is S rounded once. */
+static inline double i64_to_f64(int64_t S) {
+  double hi = (double)(int32_t)(S >> 32) * 4294967296.0 + 2147483648.0;
+  double lo = (double)(int32_t)((uint32_t)S ^ 0x80000000u);
+  return hi + lo;
+}
+
 SOUP_CLONES static void mat_f32(float *restrict out, const int64_t *restrict acc, int64_t n,
                                 double Kd, double scale) {
-  for (int64_t i = 0; i < n; i++) out[i] = (float)(((double)acc[i] / Kd) * scale);
+  for (int64_t i = 0; i < n; i++) out[i] = (float)((i64_to_f64(acc[i]) / Kd) * scale);
 }
 SOUP_CLONES static void mat_f16(uint16_t *restrict out, const int64_t *restrict acc, int64_t n,
                                 double Kd, double scale) {
-  for (int64_t i = 0; i < n; i++) out[i] = d_to_f16(((double)acc[i] / Kd) * scale);
+  for (int64_t i = 0; i < n; i++) out[i] = d_to_f16((i64_to_f64(acc[i]) / Kd) * scale);
 }
 SOUP_CLONES static void mat_bf16(uint16_t *restrict out, const int64_t *restrict acc, int64_t n,
                                  double Kd, double scale) {
-  for (int64_t i = 0; i < n; i++) out[i] = d_to_bf16(((double)acc[i] / Kd) * scale);
+  for (int64_t i = 0; i < n; i++) out[i] = d_to_bf16((i64_to_f64(acc[i]) / Kd) * scale);
 }
 
 /* ---- validation ---- */
