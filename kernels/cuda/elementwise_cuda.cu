@@ -1,0 +1,172 @@
+/* elementwise_cuda.cu: unary activations, geglu, add, mul, add_channel and
+ * axpby on the GPU (grid-stride kernels, one thread per element).
+ *
+ * Formulas as kernels/cpu/elementwise_cpu.c (PyTorch's): silu x/(1+e^-x),
+ * gelu 0.5x erfc(-x/sqrt2), gelu_tanh x/(1+e^(-2u)) with
+ * u = sqrt(2/pi)(x+0.044715x^3), quick_gelu x/(1+e^(-1.702x)); CUDA's
+ * expf/erfcf (a few ulp) instead of the CPU polynomial, so results agree to
+ * a few ulp, not bit for bit. out may alias an input except for geglu.
+ * Shape checks and error messages match the CPU backend.
+ */
+#include "cuda_impl.cuh"
+
+__device__ static inline float gelu_erf(float x) {
+  return 0.5f * x * erfcf(x * -0.70710678118654752f);
+}
+
+__global__ void unary_kernel(float *y, const float *x, int64_t n, int op) {
+  CU_FOR(i, n) {
+    float v = x[i], r;
+    if (op == UNARY_SILU) {
+      r = v / (1.0f + expf(-v));
+    } else if (op == UNARY_GELU) {
+      r = gelu_erf(v);
+    } else if (op == UNARY_GELU_TANH) {
+      float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+      r = v / (1.0f + expf(-2.0f * u));
+    } else {
+      r = v / (1.0f + expf(-1.702f * v));
+    }
+    y[i] = r;
+  }
+}
+
+__global__ void geglu_kernel(float *y, const float *x, int64_t rows, int64_t D) {
+  CU_FOR(i, rows * D) {
+    int64_t r = i / D, c = i % D;
+    const float *xr = x + r * 2 * D;
+    y[i] = xr[c] * gelu_erf(xr[D + c]);
+  }
+}
+
+__global__ void binary_kernel(float *y, const float *a, const float *b, int64_t n, int op,
+                              float alpha, float beta) {
+  CU_FOR(i, n) {
+    if (op == 0)
+      y[i] = a[i] + b[i];
+    else if (op == 1)
+      y[i] = a[i] * b[i];
+    else if (b)
+      y[i] = __fadd_rn(__fmul_rn(alpha, a[i]), __fmul_rn(beta, b[i]));
+    else
+      y[i] = alpha * a[i];
+  }
+}
+
+__global__ void add_channel_kernel(float *y, const float *a, const float *b, int64_t n,
+                                   int64_t inner) {
+  CU_FOR(i, n) y[i] = a[i] + b[i / inner];
+}
+
+static int check_pair(struct backend *be, const struct tensor *out, const struct tensor *a,
+                      const char *op) {
+  int rc;
+  if ((rc = cuda_check_act(be, a, op, "x")) || (rc = cuda_check_act(be, out, op, "out"))) return rc;
+  if (cu_numel(a) != cu_numel(out))
+    return cuda_fail(be, -EINVAL, "%s: out has %lld elements, input %lld", op,
+                     (long long)cu_numel(out), (long long)cu_numel(a));
+  return 0;
+}
+
+int unary_cuda(struct backend *be, struct tensor *out, const struct tensor *x, enum unary_op op) {
+  int rc = check_pair(be, out, x, "unary");
+  if (rc) return rc;
+  if ((unsigned)op > UNARY_QUICK_GELU) return cuda_fail(be, -EINVAL, "unary: bad op %d", (int)op);
+  int64_t n = cu_numel(x);
+  if (n == 0) return 0;
+  unary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)x->data, n, (int)op);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+int geglu_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
+  static const char *op = "geglu";
+  int rc;
+  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out"))) return rc;
+  int64_t D2 = x->shape[x->ndim - 1], D = D2 / 2;
+  int ok = x->ndim == out->ndim && D2 % 2 == 0 && out->shape[out->ndim - 1] == D;
+  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
+  char s1[96], s2[96];
+  if (!ok)
+    return cuda_fail(be, -EINVAL, "geglu: x %s, out %s do not fit [..., 2D] -> [..., D]",
+                     cuda_shape_str(x, s1, sizeof s1), cuda_shape_str(out, s2, sizeof s2));
+  if (out->data == x->data) return cuda_fail(be, -EINVAL, "geglu: out may not alias x");
+  int64_t n = cu_numel(out);
+  if (D == 0 || n == 0) return 0;
+  geglu_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)x->data, n / D, D);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+static int binary(struct backend *be, struct tensor *out, const struct tensor *a,
+                  const struct tensor *b, int op, const char *name) {
+  int rc;
+  if ((rc = check_pair(be, out, a, name)) || (rc = cuda_check_act(be, b, name, "b"))) return rc;
+  if (cu_numel(b) != cu_numel(a))
+    return cuda_fail(be, -EINVAL, "%s: a has %lld elements, b %lld", name, (long long)cu_numel(a),
+                     (long long)cu_numel(b));
+  int64_t n = cu_numel(a);
+  if (n == 0) return 0;
+  binary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)a->data, (const float *)b->data, n, op, 0.0f, 0.0f);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+int add_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
+             const struct tensor *b) {
+  return binary(be, out, a, b, 0, "add");
+}
+
+int mul_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
+             const struct tensor *b) {
+  return binary(be, out, a, b, 1, "mul");
+}
+
+int axpby_cuda(struct backend *be, struct tensor *out, float alpha, const struct tensor *x,
+               float beta, const struct tensor *y) {
+  int rc = check_pair(be, out, x, "axpby");
+  if (rc) return rc;
+  if (y) {
+    if ((rc = cuda_check_act(be, y, "axpby", "y"))) return rc;
+    if (cu_numel(y) != cu_numel(x))
+      return cuda_fail(be, -EINVAL, "axpby: x has %lld elements, y %lld", (long long)cu_numel(x),
+                       (long long)cu_numel(y));
+  } else if (beta != 0.0f) {
+    return cuda_fail(be, -EINVAL, "axpby: y is NULL but beta is %g", (double)beta);
+  }
+  int64_t n = cu_numel(x);
+  if (n == 0) return 0;
+  binary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)x->data, y ? (const float *)y->data : NULL, n, 2, alpha,
+      beta);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+int add_channel_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
+                     const struct tensor *b) {
+  static const char *op = "add_channel";
+  int rc;
+  if ((rc = cuda_check_act(be, a, op, "a")) || (rc = cuda_check_ndim(be, a, op, "a", 2, 4)) ||
+      (rc = cuda_check_act(be, out, op, "out")) ||
+      (rc = cuda_check_same_shape(be, out, a, op, "out", "a")) ||
+      (rc = cuda_check_act(be, b, op, "b")))
+    return rc;
+  int64_t N = a->shape[0], C = a->shape[1];
+  char s1[96], s2[96];
+  int ok = (b->ndim == 2 && b->shape[0] == N && b->shape[1] == C) ||
+           (b->ndim == 4 && b->shape[0] == N && b->shape[1] == C && b->shape[2] == 1 &&
+            b->shape[3] == 1);
+  if (!ok)
+    return cuda_fail(be, -EINVAL, "add_channel: b %s is not [N, C] for a %s",
+                     cuda_shape_str(b, s1, sizeof s1), cuda_shape_str(a, s2, sizeof s2));
+  int64_t n = cu_numel(a);
+  if (N * C == 0 || n == 0) return 0;
+  add_channel_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)a->data, (const float *)b->data, n, n / (N * C));
+  CU_LAUNCHED(be);
+  return 0;
+}

@@ -1,0 +1,215 @@
+/* norm_cuda.cu: group_norm (+SiLU), layer_norm and softmax on the GPU.
+ *
+ * Same numerics as kernels/cpu/norm_cpu.c up to summation order: two-pass
+ * statistics (mean, then mean of squared deviations) accumulated in double,
+ * biased variance, y = (x - mean) * (gamma * rstd) + beta in double rounded
+ * once to float, SiLU after in float. One thread block per group (group
+ * norm) or per row (layer norm, softmax). out may alias x (each block reads
+ * all of its data before the writing pass touches it: the statistics pass
+ * completes before the write pass starts). Softmax: a row of -Inf gives NaN
+ * (as PyTorch and the CPU backend).
+ */
+#include <math.h>
+
+#include "cuda_impl.cuh"
+
+#define NB 256 /* threads per block */
+
+/* sum over the block (NB threads); result valid in every thread */
+__device__ static double block_sum(double v, double *sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  __syncthreads(); /* sh may still be read from a previous call */
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  double s = 0;
+  for (int i = 0; i < NB / 32; i++) s += sh[i];
+  return s;
+}
+__device__ static float block_maxf(float v, float *sh) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  float m = sh[0];
+  for (int i = 1; i < NB / 32; i++) m = fmaxf(m, sh[i]);
+  return m;
+}
+__device__ static float block_sumf(float v, float *sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  float s = 0;
+  for (int i = 0; i < NB / 32; i++) s += sh[i];
+  return s;
+}
+
+__device__ static void moments(const float *x, int64_t n, double *sh, double *mean, double *var) {
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += NB) s += (double)x[i];
+  double m = n ? block_sum(s, sh) / (double)n : 0.0;
+  double q = 0;
+  for (int64_t i = threadIdx.x; i < n; i += NB) {
+    double d = (double)x[i] - m;
+    q = fma(d, d, q);
+  }
+  double v = block_sum(q, sh);
+  *mean = m;
+  *var = n ? v / (double)n : 0.0;
+}
+
+__device__ static float silu_f(float v) {
+  return v / (1.0f + expf(-v));
+}
+
+/* block t = n * groups + g over x viewed as [N*groups, cpg, S] */
+__global__ void group_norm_kernel(float *out, const float *x, const void *gamma, const void *beta,
+                                  int gdt, int bdt, int64_t groups, int64_t cpg, int64_t S,
+                                  float eps, int silu) {
+  __shared__ double sh[NB / 32];
+  int64_t t = blockIdx.x, g = t % groups;
+  const float *xg = x + t * cpg * S;
+  float *yg = out + t * cpg * S;
+  double mean, var;
+  moments(xg, cpg * S, sh, &mean, &var);
+  double rstd = 1.0 / sqrt(var + (double)eps);
+  __syncthreads(); /* every read of this group done before out (maybe == x) is written */
+  for (int64_t i = threadIdx.x; i < cpg * S; i += NB) {
+    int64_t ch = g * cpg + i / S;
+    double a = (gamma ? (double)cu_load(gamma, gdt, ch) : 1.0) * rstd;
+    double c = beta ? (double)cu_load(beta, bdt, ch) : 0.0;
+    float v = (float)(((double)xg[i] - mean) * a + c);
+    yg[i] = silu ? silu_f(v) : v;
+  }
+}
+
+__global__ void layer_norm_kernel(float *out, const float *x, const void *gamma, const void *beta,
+                                  int gdt, int bdt, int64_t C, float eps) {
+  __shared__ double sh[NB / 32];
+  const float *xr = x + (int64_t)blockIdx.x * C;
+  float *yr = out + (int64_t)blockIdx.x * C;
+  double mean, var;
+  moments(xr, C, sh, &mean, &var);
+  double rstd = 1.0 / sqrt(var + (double)eps);
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < C; i += NB) {
+    double v = ((double)xr[i] - mean) * rstd;
+    float g = gamma ? cu_load(gamma, gdt, i) : 1.0f, b = beta ? cu_load(beta, bdt, i) : 0.0f;
+    yr[i] = (float)(v * (double)g + (double)b);
+  }
+}
+
+/* softmax of rows of length C; causal_base >= 0: row r keeps only its first
+ * min(causal_base + r % rows_per_mat + 1, C) entries, the rest become 0 */
+__global__ void softmax_kernel(float *out, const float *x, int64_t C, int64_t causal_base,
+                               int64_t rows_per_mat) {
+  __shared__ float sh[NB / 32];
+  int64_t r = blockIdx.x;
+  const float *xr = x + r * C;
+  float *yr = out + r * C;
+  int64_t n = C;
+  if (causal_base >= 0) {
+    int64_t lim = causal_base + r % rows_per_mat + 1;
+    n = lim < C ? lim : C;
+  }
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += NB) m = fmaxf(m, xr[i]);
+  m = block_maxf(m, sh);
+  float s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += NB) s += expf(xr[i] - m);
+  s = block_sumf(s, sh);
+  float inv = 1.0f / s;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < C; i += NB) yr[i] = i < n ? expf(xr[i] - m) * inv : 0.0f;
+}
+
+/* used by attention: in-place softmax over [rows, C] with optional causal mask */
+int cuda_softmax_rows(struct backend *be, float *p, int64_t rows, int64_t C, int64_t causal_base,
+                      int64_t rows_per_mat) {
+  if (rows <= 0 || C <= 0) return 0;
+  if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "softmax: too many rows");
+  softmax_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>(p, p, C, causal_base,
+                                                                  rows_per_mat);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+static int check_affine(struct backend *be, const struct tensor *p, int64_t C, const char *op,
+                        const char *what) {
+  if (!p) return 0;
+  int rc = cuda_check_param(be, p, op, what);
+  if (rc) return rc;
+  if (cu_numel(p) != C)
+    return cuda_fail(be, -EINVAL, "%s: %s has %lld entries for %lld channels", op, what,
+                     (long long)cu_numel(p), (long long)C);
+  return 0;
+}
+
+int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
+                    const struct tensor *gamma, const struct tensor *beta, int groups, float eps,
+                    int fuse_silu) {
+  static const char *op = "group_norm";
+  int rc;
+  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_ndim(be, x, op, "x", 2, 4)) ||
+      (rc = cuda_check_act(be, out, op, "out")) ||
+      (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
+    return rc;
+  int64_t N = x->shape[0], C = x->shape[1];
+  if (groups < 1 || C % groups != 0)
+    return cuda_fail(be, -EINVAL, "group_norm: %lld channels not divisible into %d groups",
+                     (long long)C, groups);
+  if (!(eps >= 0.0f)) return cuda_fail(be, -EINVAL, "group_norm: bad eps");
+  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
+      (rc = check_affine(be, beta, C, op, "beta")))
+    return rc;
+  if (N == 0 || C == 0) return 0;
+  int64_t S = cu_numel(x) / (N * C);
+  if (N * groups > INT32_MAX) return cuda_fail(be, -EINVAL, "group_norm: too many groups");
+  group_norm_kernel<<<(unsigned)(N * groups), NB, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)x->data, gamma ? gamma->data : NULL,
+      beta ? beta->data : NULL, gamma ? (int)gamma->dtype : 0, beta ? (int)beta->dtype : 0, groups,
+      C / groups, S, eps, fuse_silu != 0);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+int layer_norm_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
+                    const struct tensor *gamma, const struct tensor *beta, float eps) {
+  static const char *op = "layer_norm";
+  int rc;
+  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out")) ||
+      (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
+    return rc;
+  int64_t C = x->shape[x->ndim - 1];
+  if (!(eps >= 0.0f)) return cuda_fail(be, -EINVAL, "layer_norm: bad eps");
+  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
+      (rc = check_affine(be, beta, C, op, "beta")))
+    return rc;
+  if (C == 0 || cu_numel(x) == 0) return 0;
+  int64_t rows = cu_numel(x) / C;
+  if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "layer_norm: too many rows");
+  layer_norm_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>(
+      (float *)out->data, (const float *)x->data, gamma ? gamma->data : NULL,
+      beta ? beta->data : NULL, gamma ? (int)gamma->dtype : 0, beta ? (int)beta->dtype : 0, C, eps);
+  CU_LAUNCHED(be);
+  return 0;
+}
+
+int softmax_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
+  static const char *op = "softmax";
+  int rc;
+  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out")) ||
+      (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
+    return rc;
+  int64_t C = x->shape[x->ndim - 1];
+  if (C == 0 || cu_numel(x) == 0) return 0;
+  int64_t rows = cu_numel(x) / C;
+  if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "softmax: too many rows");
+  softmax_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>((float *)out->data,
+                                                                  (const float *)x->data, C, -1, 1);
+  CU_LAUNCHED(be);
+  return 0;
+}

@@ -1,0 +1,504 @@
+/* soup_cuda.cu: the soup ops (kernels/soup_backend.h) on the GPU.
+ *
+ * Same bits as kernels/cpu/soup_cpu.c, by construction:
+ *  - q(w, F) is the same integer code (soup_q_parts and the decoders are
+ *    copies of the CPU's, compiled for host and device);
+ *  - materialize is __ll2double_rn, __ddiv_rn, __dmul_rn (each correctly
+ *    rounded, no contraction possible) and then __double2float_rn for F32 or
+ *    the CPU's integer binary64 -> F16/BF16 rounding;
+ *  - convert widens exactly and rounds once, with the CPU's NaN/Inf rules;
+ *  - the hash is OpenSSL SHA-256 on the host over the int64 accumulator
+ *    copied back in order (the bytes are the device's little-endian int64s,
+ *    the same bytes the CPU hashes);
+ *  - validate runs on the host over the host source (the CPU's rule).
+ * Memory from alloc is device memory (cudaMalloc, zero-filled) on device
+ * $SOUPD_CUDA_DEVICE (default 0). Sources are host memory, streamed through
+ * pinned staging buffers by a worker slot: two CUDA streams alternate chunks
+ * so that the host memcpy into pinned memory, the host->device copy, the
+ * kernel and the device->host copy of the accumulator (for the hash) of
+ * consecutive chunks overlap. SOUP_CUDA_SLOTS slots let that many engine
+ * threads run ops at once (parallel = SOUP_CUDA_SLOTS); a call waits for a
+ * free slot. Every chunk's hash input is complete before it is hashed
+ * (events), and chunks are hashed in order.
+ */
+#include <math.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cuda_impl.cuh"
+
+#define SOUP_CUDA_SLOTS 2
+#define SOUP_CHUNK ((int64_t)1 << 21) /* elements per pipeline step */
+
+/* ---- the bit rules (copies of soup_cpu.c) ---- */
+
+__host__ __device__ static inline int64_t soup_q_parts(uint64_t sig, int64_t sh, uint64_t neg) {
+  int64_t l = sh > 0 ? sh : 0;
+  int64_t r = sh < 0 ? -sh : 0;
+  l = l < 39 ? l : 39;
+  r = r < 63 ? r : 63;
+  uint64_t v = sig << l;
+  int64_t r1 = r > 0 ? r - 1 : 0;
+  uint64_t s1 = r > 0 ? 1 : 0;
+  uint64_t t = v >> r1;
+  uint64_t sticky = (t << r1) != v;
+  uint64_t kept = t >> s1;
+  uint64_t up = t & s1 & (sticky | kept);
+  int64_t q = (int64_t)(kept + up);
+  int64_t m = -(int64_t)neg;
+  return (q ^ m) - m;
+}
+__host__ __device__ static inline int64_t q_f16(uint64_t h, int64_t F) {
+  uint64_t e = (h >> 10) & 31, m = h & 1023;
+  uint64_t sig = e ? (m | 1024) : m;
+  int64_t ex = (int64_t)(e ? e : 1) - 25;
+  return soup_q_parts(sig, ex + F, h >> 15);
+}
+__host__ __device__ static inline int64_t q_bf16(uint64_t b, int64_t F) {
+  uint64_t e = (b >> 7) & 255, m = b & 127;
+  uint64_t sig = e ? (m | 128) : m;
+  int64_t ex = (int64_t)(e ? e : 1) - 134;
+  return soup_q_parts(sig, ex + F, b >> 15);
+}
+__host__ __device__ static inline int64_t q_f32(uint64_t u, int64_t F) {
+  uint64_t e = (u >> 23) & 255, m = u & 0x7fffff;
+  uint64_t sig = e ? (m | 0x800000) : m;
+  int64_t ex = (int64_t)(e ? e : 1) - 150;
+  return soup_q_parts(sig, ex + F, u >> 31);
+}
+__device__ static inline uint16_t soup_d_to_small(double z, int64_t mbits, int64_t emin,
+                                                  uint64_t inf_bits) {
+  uint64_t u = (uint64_t)__double_as_longlong(z);
+  uint64_t sign = u >> 63, a = u & 0x7fffffffffffffffull;
+  int64_t E = (int64_t)(a >> 52) - 1023;
+  uint64_t sig = (a & 0xfffffffffffffull) | (1ull << 52);
+  int64_t sub = emin - E;
+  sub = sub > 0 ? sub : 0;
+  int64_t sh = 52 - mbits + sub;
+  sh = sh > 63 ? 63 : sh;
+  uint64_t t = sig >> (sh - 1);
+  uint64_t sticky = (t << (sh - 1)) != sig;
+  uint64_t kept = t >> 1;
+  kept += t & 1 & (sticky | kept);
+  uint64_t base = E >= emin ? (uint64_t)(E - emin) << mbits : 0;
+  uint64_t r = base + kept;
+  r = r > inf_bits ? inf_bits : r;
+  return (uint16_t)(r | (sign << 15));
+}
+
+__device__ static inline void mat_one(void *out, int odt, int64_t i, int64_t s, double Kd,
+                                      double scale) {
+  double z = __dmul_rn(__ddiv_rn(__ll2double_rn((long long)s), Kd), scale);
+  if (odt == DT_F32)
+    ((float *)out)[i] = __double2float_rn(z);
+  else if (odt == DT_F16)
+    ((uint16_t *)out)[i] = soup_d_to_small(z, 10, -14, 0x7c00);
+  else
+    ((uint16_t *)out)[i] = soup_d_to_small(z, 7, -126, 0x7f80);
+}
+
+/* acc[i] += kq * q(src[i], F); then, if out, out[i] = materialize(acc[i]) */
+__global__ void soup_accumulate_kernel(int64_t *acc, const void *src, int sdt, int64_t n, int64_t F,
+                                       int64_t kq, void *out, int odt, double Kd, double scale) {
+  CU_FOR(i, n) {
+    int64_t q = sdt == DT_F16    ? q_f16(((const uint16_t *)src)[i], F)
+                : sdt == DT_BF16 ? q_bf16(((const uint16_t *)src)[i], F)
+                                 : q_f32(((const uint32_t *)src)[i], F);
+    int64_t s = (int64_t)((uint64_t)acc[i] + (uint64_t)kq * (uint64_t)q); /* wraps as the CPU */
+    acc[i] = s;
+    if (out) mat_one(out, odt, i, s, Kd, scale);
+  }
+}
+
+__global__ void soup_materialize_kernel(void *out, int odt, const int64_t *acc, int64_t n,
+                                        double Kd, double scale) {
+  CU_FOR(i, n) mat_one(out, odt, i, acc[i], Kd, scale);
+}
+
+/* base value -> out dtype, one rounding (the CPU's cpu_convert) */
+__global__ void soup_convert_kernel(void *out, int odt, const void *src, int sdt, int64_t n) {
+  CU_FOR(i, n) {
+    float f = cu_load(src, sdt, i); /* exact widening */
+    double z = (double)f;
+    if (odt == DT_F32)
+      ((float *)out)[i] = f;
+    else if (!isfinite(z))
+      ((uint16_t *)out)[i] = odt == DT_F16 ? cu_f32_to_f16(f) : cu_f32_to_bf16(f);
+    else if (odt == DT_F16)
+      ((uint16_t *)out)[i] = soup_d_to_small(z, 10, -14, 0x7c00);
+    else
+      ((uint16_t *)out)[i] = soup_d_to_small(z, 7, -126, 0x7f80);
+  }
+}
+
+/* ---- device, slots ---- */
+
+struct soup_slot {
+  int busy, ready;
+  cudaStream_t st[2];
+  cudaEvent_t done[2];
+  void *hin[2];     /* pinned: source chunk */
+  int64_t *hacc[2]; /* pinned: accumulator chunk for the hash */
+  void *din[2];     /* device: source chunk */
+};
+
+static struct {
+  pthread_once_t once;
+  int device; /* -1: none */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct soup_slot slot[SOUP_CUDA_SLOTS];
+} g = {PTHREAD_ONCE_INIT, -1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {}};
+
+static void soup_cuda_init(void) {
+  int n = backend_cuda_device_count();
+  const char *e = getenv("SOUPD_CUDA_DEVICE");
+  int d = e ? atoi(e) : 0;
+  g.device = d >= 0 && d < n ? d : -1;
+}
+
+static void slot_teardown(struct soup_slot *s) {
+  for (int k = 0; k < 2; k++) {
+    if (s->st[k]) cudaStreamDestroy(s->st[k]);
+    if (s->done[k]) cudaEventDestroy(s->done[k]);
+    if (s->hin[k]) cudaFreeHost(s->hin[k]);
+    if (s->hacc[k]) cudaFreeHost(s->hacc[k]);
+    if (s->din[k]) cudaFree(s->din[k]);
+    s->st[k] = NULL;
+    s->done[k] = NULL;
+    s->hin[k] = s->hacc[k] = NULL;
+    s->din[k] = NULL;
+  }
+  s->ready = 0;
+}
+
+static int slot_setup(struct soup_slot *s) {
+  if (s->ready) return 0;
+  for (int k = 0; k < 2; k++) {
+    if (cudaStreamCreateWithFlags(&s->st[k], cudaStreamNonBlocking) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s->done[k], cudaEventDisableTiming) != cudaSuccess ||
+        cudaHostAlloc(&s->hin[k], (size_t)SOUP_CHUNK * 4, cudaHostAllocDefault) != cudaSuccess ||
+        cudaHostAlloc((void **)&s->hacc[k], (size_t)SOUP_CHUNK * 8, cudaHostAllocDefault) !=
+            cudaSuccess ||
+        cudaMalloc(&s->din[k], (size_t)SOUP_CHUNK * 4) != cudaSuccess) {
+      (void)cudaGetLastError();
+      slot_teardown(s);
+      return -1;
+    }
+  }
+  s->ready = 1;
+  return 0;
+}
+
+/* a ready slot for this call (waits for a free one); NULL on failure */
+static struct soup_slot *slot_get(void) {
+  pthread_once(&g.once, soup_cuda_init);
+  if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return NULL;
+  pthread_mutex_lock(&g.mu);
+  struct soup_slot *s = NULL;
+  for (;;) {
+    for (int i = 0; i < SOUP_CUDA_SLOTS && !s; i++)
+      if (!g.slot[i].busy) s = &g.slot[i];
+    if (s) break;
+    pthread_cond_wait(&g.cv, &g.mu);
+  }
+  s->busy = 1;
+  pthread_mutex_unlock(&g.mu);
+  if (slot_setup(s)) {
+    pthread_mutex_lock(&g.mu);
+    s->busy = 0;
+    pthread_cond_signal(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    return NULL;
+  }
+  return s;
+}
+
+static void slot_put(struct soup_slot *s) {
+  pthread_mutex_lock(&g.mu);
+  s->busy = 0;
+  pthread_cond_signal(&g.cv);
+  pthread_mutex_unlock(&g.mu);
+}
+
+static unsigned soup_blocks(int64_t n) {
+  return cu_blocks(n, 256);
+}
+
+/* ---- the pipeline ----
+ * For each chunk c (slot half h = c % 2): wait until half h is free (its
+ * previous chunk's copies and kernel are done; hash that chunk now, which
+ * keeps chunks in order), stage the source in pinned memory, queue H2D,
+ * the kernel and (for the hash) the D2H of the new accumulator chunk on
+ * stream h, record done[h]. */
+enum pipe_op { PIPE_ACC, PIPE_CONVERT, PIPE_HASH };
+
+struct pipe {
+  enum pipe_op op;
+  int64_t *acc;
+  const void *src;
+  enum dtype sdt;
+  int64_t n, F, kq;
+  void *out;
+  enum dtype odt;
+  double Kd, scale;
+  EVP_MD_CTX *md;
+};
+
+static int pipe_run(struct soup_slot *s, struct pipe *p) {
+  size_t isz = cu_dtype_size(p->sdt), osz = cu_dtype_size(p->odt);
+  int64_t pend_off[2] = {-1, -1}, pend_len[2] = {0, 0};
+  int rc = 0;
+  int64_t chunks = (p->n + SOUP_CHUNK - 1) / SOUP_CHUNK;
+  for (int64_t c = 0; c < chunks + 2 && rc == 0; c++) {
+    int h = (int)(c % 2);
+    if (pend_off[h] >= 0 || c >= chunks) {
+      if (cudaEventSynchronize(s->done[h]) != cudaSuccess) {
+        rc = -1;
+        break;
+      }
+      if (p->md && pend_off[h] >= 0 &&
+          EVP_DigestUpdate(p->md, s->hacc[h], (size_t)pend_len[h] * 8) != 1)
+        rc = -1;
+      pend_off[h] = -1;
+    }
+    if (c >= chunks) continue;
+    int64_t off = c * SOUP_CHUNK, m = p->n - off < SOUP_CHUNK ? p->n - off : SOUP_CHUNK;
+    cudaStream_t st = s->st[h];
+    cudaError_t e = cudaSuccess;
+    if (p->op != PIPE_HASH) {
+      memcpy(s->hin[h], (const uint8_t *)p->src + (size_t)off * isz, (size_t)m * isz);
+      e = cudaMemcpyAsync(s->din[h], s->hin[h], (size_t)m * isz, cudaMemcpyHostToDevice, st);
+    }
+    if (e == cudaSuccess && p->op == PIPE_ACC) {
+      soup_accumulate_kernel<<<soup_blocks(m), 256, 0, st>>>(
+          p->acc + off, s->din[h], (int)p->sdt, m, p->F, p->kq,
+          p->out ? (uint8_t *)p->out + (size_t)off * osz : NULL, (int)p->odt, p->Kd, p->scale);
+      e = cudaGetLastError();
+    } else if (e == cudaSuccess && p->op == PIPE_CONVERT) {
+      soup_convert_kernel<<<soup_blocks(m), 256, 0, st>>>((uint8_t *)p->out + (size_t)off * osz,
+                                                          (int)p->odt, s->din[h], (int)p->sdt, m);
+      e = cudaGetLastError();
+    }
+    if (e == cudaSuccess && p->md)
+      e = cudaMemcpyAsync(s->hacc[h], p->acc + off, (size_t)m * 8, cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess) e = cudaEventRecord(s->done[h], st);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      rc = -1;
+      break;
+    }
+    pend_off[h] = off;
+    pend_len[h] = m;
+  }
+  /* on failure make sure nothing queued still uses the staging buffers */
+  cudaStreamSynchronize(s->st[0]);
+  cudaStreamSynchronize(s->st[1]);
+  return rc;
+}
+
+static EVP_MD_CTX *md_new(void) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    EVP_MD_CTX_free(md);
+    md = NULL;
+  }
+  return md;
+}
+
+static int md_final(EVP_MD_CTX *md, uint8_t *digest) {
+  unsigned int len = 0;
+  int ok = EVP_DigestFinal_ex(md, digest, &len) == 1 && len == 32;
+  EVP_MD_CTX_free(md);
+  return ok ? 0 : -1;
+}
+
+static int out_ok(enum dtype dt) {
+  return dt == DT_F32 || dt == DT_F16 || dt == DT_BF16;
+}
+
+static int cuda_soup_accumulate(int64_t *acc, const void *src, enum dtype src_dt, int64_t n, int F,
+                                int64_t kq, void *out, enum dtype out_dt, int64_t K,
+                                uint8_t *digest) {
+  if (!out_ok(src_dt) || n < 0) return -1;
+  if (out && (!out_ok(out_dt) || K <= 0)) return -1;
+  struct pipe p;
+  memset(&p, 0, sizeof p);
+  p.op = PIPE_ACC;
+  p.acc = acc;
+  p.src = src;
+  p.sdt = src_dt;
+  p.n = n;
+  p.F = F;
+  p.kq = kq;
+  p.out = out;
+  p.odt = out ? out_dt : DT_F32;
+  p.Kd = out ? (double)K : 1.0;
+  p.scale = ldexp(1.0, -F);
+  if (digest && !(p.md = md_new())) return -1;
+  struct soup_slot *s = slot_get();
+  if (!s) {
+    if (p.md) EVP_MD_CTX_free(p.md);
+    return -1;
+  }
+  int rc = pipe_run(s, &p);
+  slot_put(s);
+  if (p.md) {
+    if (rc == 0)
+      rc = md_final(p.md, digest);
+    else
+      EVP_MD_CTX_free(p.md);
+  }
+  return rc;
+}
+
+static int cuda_soup_materialize(void *out, enum dtype out_dt, const int64_t *acc, int64_t n, int F,
+                                 int64_t K) {
+  if (K <= 0 || !out_ok(out_dt) || n < 0) return -1;
+  if (n == 0) return 0;
+  struct soup_slot *s = slot_get();
+  if (!s) return -1;
+  soup_materialize_kernel<<<soup_blocks(n), 256, 0, s->st[0]>>>(out, (int)out_dt, acc, n, (double)K,
+                                                                ldexp(1.0, -F));
+  int rc =
+      cudaGetLastError() == cudaSuccess && cudaStreamSynchronize(s->st[0]) == cudaSuccess ? 0 : -1;
+  slot_put(s);
+  return rc;
+}
+
+static int cuda_soup_convert(void *out, enum dtype out_dt, const void *src, enum dtype src_dt,
+                             int64_t n) {
+  if (!out_ok(out_dt) || !out_ok(src_dt) || n < 0) return -1;
+  if (n == 0) return 0;
+  struct soup_slot *s = slot_get();
+  if (!s) return -1;
+  int rc;
+  if (src_dt == out_dt) {
+    rc = cudaMemcpy(out, src, (size_t)n * cu_dtype_size(src_dt), cudaMemcpyHostToDevice) ==
+                 cudaSuccess
+             ? 0
+             : -1;
+  } else {
+    struct pipe p;
+    memset(&p, 0, sizeof p);
+    p.op = PIPE_CONVERT;
+    p.src = src;
+    p.sdt = src_dt;
+    p.n = n;
+    p.out = out;
+    p.odt = out_dt;
+    rc = pipe_run(s, &p);
+  }
+  slot_put(s);
+  return rc;
+}
+
+static int cuda_soup_hash(const int64_t *acc, int64_t n, uint8_t digest[32]) {
+  if (n < 0) return -1;
+  struct pipe p;
+  memset(&p, 0, sizeof p);
+  p.op = PIPE_HASH;
+  p.acc = (int64_t *)acc;
+  p.n = n;
+  p.sdt = DT_I64;
+  p.odt = DT_F32;
+  if (!(p.md = md_new())) return -1;
+  struct soup_slot *s = slot_get();
+  if (!s) {
+    EVP_MD_CTX_free(p.md);
+    return -1;
+  }
+  int rc = pipe_run(s, &p);
+  slot_put(s);
+  if (rc) {
+    EVP_MD_CTX_free(p.md);
+    return rc;
+  }
+  return md_final(p.md, digest);
+}
+
+/* ---- validate (host, the CPU's rule) ---- */
+
+static double abs_value(enum dtype dt, uint32_t absbits) {
+  if (dt == DT_F16) {
+    uint32_t e = absbits >> 10, m = absbits & 1023;
+    return e ? ldexp((double)(m | 1024), (int)e - 25) : ldexp((double)m, -24);
+  }
+  uint32_t u = dt == DT_BF16 ? absbits << 16 : absbits;
+  return (double)cu_bits_f32(u);
+}
+
+static uint32_t valid_limit(enum dtype dt, int F) {
+  uint32_t lo = 0, hi = dt == DT_F16 ? 0x7bff : dt == DT_BF16 ? 0x7f7f : 0x7f7fffff;
+  double cap = ldexp(1.0, SOUP_Q_LIMIT_BITS) + 0.5;
+  if (ldexp(abs_value(dt, hi), F) <= cap) return hi;
+  while (hi - lo > 1) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (ldexp(abs_value(dt, mid), F) <= cap)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+static int cuda_soup_validate(const void *src, enum dtype dt, int64_t n, int F, int64_t *bad) {
+  if (!out_ok(dt)) {
+    *bad = 0;
+    return 1;
+  }
+  uint32_t lim = valid_limit(dt, F);
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t a = dt == DT_F32 ? ((const uint32_t *)src)[i] & 0x7fffffffu
+                              : ((const uint16_t *)src)[i] & 0x7fffu;
+    if (a > lim) {
+      *bad = i;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* ---- memory ---- */
+
+static void *cuda_soup_alloc(size_t bytes) {
+  pthread_once(&g.once, soup_cuda_init);
+  if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return NULL;
+  void *p = NULL;
+  if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return NULL;
+  }
+  if (cudaMemset(p, 0, bytes ? bytes : 1) != cudaSuccess) {
+    cudaFree(p);
+    return NULL;
+  }
+  return p;
+}
+
+static void cuda_soup_free(void *p) {
+  if (!p) return;
+  pthread_once(&g.once, soup_cuda_init);
+  if (g.device >= 0) cudaSetDevice(g.device);
+  cudaFree(p);
+}
+
+extern "C" const struct soup_backend *soup_backend_cuda(void) {
+  static struct soup_backend be;
+  static char name[32];
+  pthread_once(&g.once, soup_cuda_init);
+  if (g.device < 0) return NULL;
+  snprintf(name, sizeof name, "cuda:%d", g.device);
+  be.name = name;
+  be.parallel = SOUP_CUDA_SLOTS;
+  be.alloc = cuda_soup_alloc;
+  be.free = cuda_soup_free;
+  be.validate = cuda_soup_validate;
+  be.accumulate = cuda_soup_accumulate;
+  be.materialize = cuda_soup_materialize;
+  be.convert = cuda_soup_convert;
+  be.hash = cuda_soup_hash;
+  return &be;
+}
