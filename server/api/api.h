@@ -22,3 +22,19 @@ enum MHD_Result api_soup_verify(struct request *r);
 enum MHD_Result api_soup_export(struct request *r);
 
 enum MHD_Result api_events_list(struct request *r);
+
+enum MHD_Result api_generate(struct request *r);
+enum MHD_Result api_jobs_get(struct request *r);
+enum MHD_Result api_jobs_cancel(struct request *r);
+
+enum MHD_Result api_openai_images(struct request *r);
+enum MHD_Result api_openai_models(struct request *r);
+enum MHD_Result api_sdapi_txt2img(struct request *r);
+enum MHD_Result api_sdapi_scripts(struct request *r);
+enum MHD_Result api_sdapi_samplers(struct request *r);
+enum MHD_Result api_sdapi_models(struct request *r);
+enum MHD_Result api_sdapi_options(struct request *r);
+
+enum MHD_Result api_stats(struct request *r);
+enum MHD_Result api_metrics(struct request *r);
+enum MHD_Result api_dashboard(struct request *r);

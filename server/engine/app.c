@@ -19,7 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "diffusion/pipeline.h"
 #include "formats/model_dir.h"
+#include "kernels/backend.h"
 #include "formats/safetensors.h"
 #include "log.h"
 #include "registry/registry.h"
@@ -253,10 +255,26 @@ int app_open(struct app *a, char **err) {
     return -1;
   a->device = "cpu";
   app_gc(a);
-  return app_soup_rebuild(a, err);
+  if (app_soup_rebuild(a, err) != 0) return -1;
+  a->be = backend_cpu_new((int)a->cfg.compute_threads);
+  if (!a->be) {
+    *err = strdup("cannot create the CPU compute backend");
+    return -1;
+  }
+  char *e2 = NULL;
+  if (pipeline_load(a->model_root, a->be, &a->pipe, &e2) != 0) {
+    log_warn("the model cannot generate images (%s); /generate answers 503", e2 ? e2 : "?");
+    free(e2);
+    a->pipe = NULL;
+  }
+  return 0;
 }
 
 void app_close(struct app *a) {
+  if (a->pipe) pipeline_free(a->pipe);
+  a->pipe = NULL;
+  if (a->be) a->be->destroy(a->be);
+  a->be = NULL;
   if (a->soup) soup_free(a->soup);
   a->soup = NULL;
   if (a->base) st_close(a->base);

@@ -20,6 +20,8 @@ struct model_dir;
 struct st_file;
 struct soup;
 struct engine;
+struct backend;
+struct pipeline;
 
 struct app {
   struct config cfg;
@@ -34,6 +36,8 @@ struct app {
   struct st_file *base;
   struct soup *soup;
   struct engine *engine; /* the compute worker (engine.h) */
+  struct backend *be;    /* compute backend, used only by the worker */
+  struct pipeline *pipe; /* text-to-image pipeline; NULL if the model cannot generate */
   const char *device;    /* backend name in use */
   pthread_mutex_t update_mu;
   char updated_at[40];

@@ -47,6 +47,7 @@ struct job {
   json_t *result;                    /* on success, the JSON body (owned) */
   double created, started, finished; /* CLOCK_REALTIME seconds */
   int listed;                        /* kept in the job table for GET /jobs */
+  int watch_fd;                      /* a waiting client's socket (-1: none): closed -> cancel */
   struct job *next;                  /* queue link */
 };
 
@@ -64,6 +65,9 @@ int job_done(const struct job *j);
 const char *job_status_name(int status);
 /* {"id", "status", "progress": {"step", "steps"}, "result" | "error", times}. */
 json_t *job_json(const struct job *j);
+/* For job functions: 1 if the job should stop (cancelled, or its waiting
+ * client has disconnected). */
+int job_should_stop(struct job *j);
 /* For job functions: records a failure. Returns -1. */
 int job_fail(struct job *j, int http_status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

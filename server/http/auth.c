@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <openssl/evp.h>
 #include <string.h>
 
 #include "engine/app.h"
@@ -29,14 +30,35 @@ static struct actor actor_of(const struct request *r) {
   return a;
 }
 
+/* The password of an HTTP Basic credential ("user:password", base64). */
+static int basic_password(const char *b64, char *out, size_t len) {
+  unsigned char dec[256];
+  size_t n = strlen(b64);
+  if (n == 0 || n > 340 || n % 4) return 0;
+  int m = EVP_DecodeBlock(dec, (const unsigned char *)b64, (int)n);
+  if (m <= 0) return 0;
+  while (n && b64[n - 1] == '=') n--, m--; /* DecodeBlock counts padding as zero bytes */
+  dec[m] = 0;
+  const char *colon = memchr(dec, ':', (size_t)m);
+  if (!colon || strlen(colon + 1) >= len) return 0;
+  snprintf(out, len, "%s", colon + 1);
+  return 1;
+}
+
 int auth_check(struct request *r, enum role min_role, enum MHD_Result *res) {
   const char *h = request_header(r, "Authorization");
-  if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+  char basic[256];
+  const char *tok = NULL;
+  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+    tok = h + 7;
+    while (*tok == ' ') tok++;
+  } else if (h && strncasecmp(h, "Basic ", 6) == 0 && basic_password(h + 6, basic, sizeof basic)) {
+    tok = basic; /* HTTP Basic (AUTOMATIC1111 clients): the password is the token */
+  }
+  if (!tok) {
     *res = reply_problemf(r, 401, "a bearer token is required (Authorization: Bearer <token>)");
     return -1;
   }
-  const char *tok = h + 7;
-  while (*tok == ' ') tok++;
   struct registry_token t;
   char *err = NULL;
   int rc = registry_token_lookup(r->app->reg, tok, &t, &err);

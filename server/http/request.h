@@ -36,7 +36,8 @@ struct request {
   char path[512];
   char id[33]; /* request id, echoed in X-Request-Id and every log line */
   const struct route *route;
-  int64_t path_id; /* the {id} segment, when the route has one */
+  int64_t path_id;   /* the {id} segment, when the route has one */
+  char path_key[40]; /* the {key} segment (a job id) */
   struct principal who;
   double t0;
   int status; /* what was replied */
@@ -72,6 +73,10 @@ struct request {
  * ok_status, or the problem in r->err. A full queue replies 429. */
 enum MHD_Result request_defer(struct request *r, request_op op, int priority, unsigned ok_status,
                               request_finish finish);
+/* The same with a job built by the caller (its own function); the job is
+ * told the connection's socket so it can stop when the client goes away. */
+enum MHD_Result request_defer_job(struct request *r, struct job *j, request_op marker,
+                                  request_finish finish);
 
 /* Query argument or header lookups (NULL when absent). */
 const char *request_arg(const struct request *r, const char *name);

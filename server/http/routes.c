@@ -37,6 +37,48 @@ static const struct route routes[] = {
      .fn = api_soup_verify},
     {.method = "GET", .pattern = "/soup/export", .min_role = ROLE_ADMIN, .fn = api_soup_export},
     {.method = "GET", .pattern = "/events", .min_role = ROLE_CLIENT, .fn = api_events_list},
+    {.method = "POST",
+     .pattern = "/generate",
+     .min_role = ROLE_CLIENT,
+     .body = BODY_JSON,
+     .fn = api_generate},
+    {.method = "GET", .pattern = "/jobs/{key}", .min_role = ROLE_CLIENT, .fn = api_jobs_get},
+    {.method = "DELETE", .pattern = "/jobs/{key}", .min_role = ROLE_CLIENT, .fn = api_jobs_cancel},
+    {.method = "POST",
+     .pattern = "/v1/images/generations",
+     .min_role = ROLE_CLIENT,
+     .body = BODY_JSON,
+     .fn = api_openai_images},
+    {.method = "POST",
+     .pattern = "/images/generations",
+     .min_role = ROLE_CLIENT,
+     .body = BODY_JSON,
+     .fn = api_openai_images},
+    {.method = "GET", .pattern = "/v1/models", .min_role = ROLE_CLIENT, .fn = api_openai_models},
+    {.method = "POST",
+     .pattern = "/sdapi/v1/txt2img",
+     .min_role = ROLE_CLIENT,
+     .body = BODY_JSON,
+     .fn = api_sdapi_txt2img},
+    {.method = "GET",
+     .pattern = "/sdapi/v1/scripts",
+     .min_role = ROLE_CLIENT,
+     .fn = api_sdapi_scripts},
+    {.method = "GET",
+     .pattern = "/sdapi/v1/samplers",
+     .min_role = ROLE_CLIENT,
+     .fn = api_sdapi_samplers},
+    {.method = "GET",
+     .pattern = "/sdapi/v1/sd-models",
+     .min_role = ROLE_CLIENT,
+     .fn = api_sdapi_models},
+    {.method = "GET",
+     .pattern = "/sdapi/v1/options",
+     .min_role = ROLE_CLIENT,
+     .fn = api_sdapi_options},
+    {.method = "GET", .pattern = "/stats", .min_role = ROLE_CLIENT, .fn = api_stats},
+    {.method = "GET", .pattern = "/metrics", .min_role = ROLE_CLIENT, .fn = api_metrics},
+    {.method = "GET", .pattern = "/", .min_role = ROLE_NONE, .fn = api_dashboard},
 };
 
 static int parse_id(const char *s, size_t n, int64_t *out) {
@@ -51,8 +93,20 @@ static int parse_id(const char *s, size_t n, int64_t *out) {
   return 1;
 }
 
-/* Segment-wise match of path against pattern. */
-static int match(const char *pattern, const char *path, int64_t *id) {
+static int parse_key(const char *s, size_t n, char *out) {
+  if (n == 0 || n >= 40) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') ||
+          (s[i] >= 'A' && s[i] <= 'Z') || s[i] == '_' || s[i] == '-'))
+      return 0;
+  memcpy(out, s, n);
+  out[n] = 0;
+  return 1;
+}
+
+/* Segment-wise match of path against pattern ({id}: a positive integer,
+ * {key}: up to 39 of [A-Za-z0-9_-]). */
+static int match(const char *pattern, const char *path, int64_t *id, char *key) {
   const char *p = pattern, *q = path;
   while (*p && *q) {
     if (*p != '/' || *q != '/') return 0;
@@ -61,6 +115,8 @@ static int match(const char *pattern, const char *path, int64_t *id) {
     size_t pl = (size_t)(pe - p), ql = (size_t)(qe - q);
     if (pl == 4 && memcmp(p, "{id}", 4) == 0) {
       if (!parse_id(q, ql, id)) return 0;
+    } else if (pl == 5 && memcmp(p, "{key}", 5) == 0) {
+      if (!parse_key(q, ql, key)) return 0;
     } else if (pl != ql || memcmp(p, q, pl) != 0) {
       return 0;
     }
@@ -69,13 +125,13 @@ static int match(const char *pattern, const char *path, int64_t *id) {
   return *p == 0 && (*q == 0 || (q[0] == '/' && q[1] == 0));
 }
 
-const struct route *route_match(const char *method, const char *path, int64_t *id, int *path_known,
-                                char *allow, size_t allow_len) {
+const struct route *route_match(const char *method, const char *path, int64_t *id, char *key,
+                                int *path_known, char *allow, size_t allow_len) {
   *path_known = 0;
   allow[0] = 0;
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     int64_t v = 0;
-    if (!match(routes[i].pattern, path, &v)) continue;
+    if (!match(routes[i].pattern, path, &v, key)) continue;
     if (strcmp(routes[i].method, method) == 0) {
       *id = v;
       return &routes[i];

@@ -18,5 +18,5 @@ struct route {
 };
 
 /* Returns the route, or NULL with *path_known = 1 (405, *allow filled) or 0 (404). */
-const struct route *route_match(const char *method, const char *path, int64_t *id, int *path_known,
-                                char *allow, size_t allow_len);
+const struct route *route_match(const char *method, const char *path, int64_t *id, char *key,
+                                int *path_known, char *allow, size_t allow_len);

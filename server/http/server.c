@@ -91,7 +91,7 @@ static enum MHD_Result request_begin(struct request *r, const char *url) {
   int64_t id = 0;
   int known = 0;
   char allow[64];
-  r->route = route_match(r->method, url, &id, &known, allow, sizeof allow);
+  r->route = route_match(r->method, url, &id, r->path_key, &known, allow, sizeof allow);
   if (!r->route) {
     if (known) {
       const char *h[] = {"Allow", allow, NULL};
@@ -236,6 +236,28 @@ enum MHD_Result request_defer(struct request *r, request_op op, int priority, un
              status == 429 ? "the job queue is full; retry later" : "the server is shutting down");
     job_put(r->job);
     r->job = NULL;
+  }
+  return MHD_YES;
+}
+
+enum MHD_Result request_defer_job(struct request *r, struct job *j, request_op marker,
+                                  request_finish finish) {
+  r->op = marker, r->finish = finish, r->ok_status = 200;
+  r->job = j;
+  j->owner_token = r->who.token_id;
+  j->on_done = defer_done;
+  j->done_ctx = r;
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (ci) j->watch_fd = ci->connect_fd;
+  MHD_suspend_connection(r->conn);
+  int status = 0;
+  if (engine_submit(r->app->engine, j, 0, &status) != 0) {
+    MHD_resume_connection(r->conn);
+    r->err.status = status;
+    snprintf(r->err.detail, sizeof r->err.detail, "%s",
+             status == 429 ? "the job queue is full; retry later" : "the server is shutting down");
+    j->on_done = NULL;
   }
   return MHD_YES;
 }

@@ -1,0 +1,127 @@
+/* generate.c: POST /generate, GET /jobs/{id}, DELETE /jobs/{id}.
+ *
+ * Synchronous requests suspend their connection while the worker runs the
+ * job; a client that disconnects cancels it (the job watches the socket).
+ * Async requests get 202 and a listed job to poll or cancel. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "api_gen.h"
+#include "engine/engine.h"
+#include "engine/generate.h"
+#include "http/auth.h"
+
+static enum MHD_Result reply_err(struct request *r, struct op_error *e) {
+  json_t *errs = e->errors;
+  e->errors = NULL;
+  return reply_problem(r, (unsigned)e->status, e->detail, errs);
+}
+
+/* finish for a synchronous generation: PNG or JSON. */
+static enum MHD_Result finish_generate(struct request *r) {
+  struct job *j = r->job;
+  const struct gen_output *o = j ? gen_job_output(j) : NULL;
+  if (!o) {
+    if (!r->err.status) {
+      r->err.status = j && j->http_status ? j->http_status : 503;
+      snprintf(r->err.detail, sizeof r->err.detail, "%s",
+               j && j->detail[0] ? j->detail : "the generation did not complete");
+    }
+    return reply_err(r, &r->err);
+  }
+  struct api_gen_ctx *ctx = r->op_ctx;
+  if (ctx && ctx->want_png) {
+    char ver[32], seed[32];
+    snprintf(ver, sizeof ver, "%llu", (unsigned long long)o->soup_version);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seeds[0]);
+    const char *h[] = {"X-Soup-Version", ver, "X-Soup-Hash", o->soup_hash, "X-Seed", seed, NULL};
+    return reply_bytes(r, 200, "image/png", o->png[0], o->png_len[0], h);
+  }
+  if (ctx && ctx->shape) return reply_json(r, 200, ctx->shape(r, o));
+  return reply_json(r, 200, gen_output_json(o));
+}
+
+/* The worker ran the job itself (gen_job_new's function): nothing to do here. */
+static int op_noop(struct request *r) {
+  return 0;
+}
+
+enum MHD_Result api_gen_submit(struct request *r, struct gen_request *g,
+                               json_t *(*shape)(struct request *, const struct gen_output *)) {
+  g->owner_token = r->who.token_id;
+  if (g->async) {
+    struct job *j = gen_job_new(r->app, g);
+    if (!j) return reply_problemf(r, 500, "out of memory");
+    j->owner_token = r->who.token_id;
+    int status = 0;
+    if (engine_submit(r->app->engine, j, 1, &status) != 0) {
+      job_put(j);
+      return reply_problemf(r, (unsigned)status, "%s",
+                            status == 429 ? "the job queue is full; retry later"
+                                          : "the server is shutting down");
+    }
+    char loc[64];
+    snprintf(loc, sizeof loc, "/jobs/%s", j->id);
+    json_t *body = json_pack("{s:{s:s,s:s}}", "job", "id", j->id, "status", "queued");
+    job_put(j);
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    const char *h[] = {"Location", loc, NULL};
+    enum MHD_Result res = reply_bytes(r, 202, "application/json", s, strlen(s), h);
+    free(s);
+    return res;
+  }
+  struct api_gen_ctx *ctx = calloc(1, sizeof *ctx);
+  if (!ctx) return reply_problemf(r, 500, "out of memory");
+  ctx->want_png = g->want_png;
+  ctx->shape = shape;
+  r->op_ctx = ctx;
+  struct job *j = gen_job_new(r->app, g);
+  if (!j) return reply_problemf(r, 500, "out of memory");
+  return request_defer_job(r, j, op_noop, finish_generate);
+}
+
+static int accepts_png(const struct request *r) {
+  const char *acc = request_header(r, "Accept");
+  return acc && strstr(acc, "image/png") != NULL;
+}
+
+enum MHD_Result api_generate(struct request *r) {
+  if (!r->json) return reply_problemf(r, 400, "a JSON body is required");
+  struct gen_request g;
+  struct op_error e = {0};
+  if (gen_request_parse(r->app, r->json, 0, &g, &e) != 0) return reply_err(r, &e);
+  g.want_png = !g.async && g.n == 1 && accepts_png(r);
+  return api_gen_submit(r, &g, NULL);
+}
+
+/* The listed job {key} if the caller may see it (owner or admin), else replies 404. */
+static struct job *job_visible(struct request *r, enum MHD_Result *res) {
+  struct job *j = engine_job_find(r->app->engine, r->path_key);
+  if (j && (r->who.role == ROLE_ADMIN || j->owner_token == r->who.token_id)) return j;
+  if (j) job_put(j);
+  *res = reply_problemf(r, 404, "no job %s (jobs are kept for 10 minutes after they end)",
+                        r->path_key);
+  return NULL;
+}
+
+enum MHD_Result api_jobs_get(struct request *r) {
+  enum MHD_Result res;
+  struct job *j = job_visible(r, &res);
+  if (!j) return res;
+  json_t *o = job_json(j);
+  job_put(j);
+  return reply_json(r, 200, o);
+}
+
+enum MHD_Result api_jobs_cancel(struct request *r) {
+  enum MHD_Result res;
+  struct job *j = job_visible(r, &res);
+  if (!j) return res;
+  engine_job_cancel(r->app->engine, j);
+  json_t *o = job_json(j);
+  job_put(j);
+  return reply_json(r, 200, o);
+}
