@@ -5,6 +5,8 @@ Writes under tests/fixtures/unet/:
   <model>_<H>x<W>.safetensors   sample [2,4,H,W], timesteps [2] (F32, may be
                                 fractional), encoder_hidden_states [2,77,D],
                                 out [2,4,H,W] = UNet2DConditionModel(...).sample
+  full_configs.json             config.json and parameter table (names, shapes)
+                                of the real SD1.5 and SD2.1 UNets (meta device)
   <model>_ldm.safetensors       the UNet of tests/fixtures/<model>/unet under
                                 "model.diffusion_model.<LDM name>" keys, F16,
                                 plus a few non-UNet keys (VAE, text encoder,
@@ -148,8 +150,35 @@ def gen_model(fixtures: pathlib.Path, model: str, seed: int):
     save_file(ldm, dst / f"{model}_ldm.safetensors", metadata={"model": model})
 
 
+def gen_full_tables(fixtures: pathlib.Path):
+    """Config and parameter table (diffusers names and shapes) of the real
+    SD1.5 and SD2.1 UNets, built on the meta device (no weights)."""
+    from diffusers import UNet2DConditionModel
+
+    full = {}
+    configs = {
+        "sd15": dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8),
+        "sd21": dict(
+            sample_size=96,
+            cross_attention_dim=1024,
+            attention_head_dim=[5, 10, 20, 20],
+            use_linear_projection=True,
+            upcast_attention=True,
+        ),
+    }
+    for name, kw in configs.items():
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(**kw)
+        full[name] = {
+            "config": json.loads(unet.to_json_string()),
+            "params": [[k, list(v.shape)] for k, v in unet.state_dict().items()],
+        }
+    (fixtures / "unet" / "full_configs.json").write_text(json.dumps(full, indent=0) + "\n")
+
+
 def main(fixtures: pathlib.Path):
     torch.manual_seed(0)
+    gen_full_tables(fixtures)
     gen_model(fixtures, "tiny-sd2", seed=31)
     gen_model(fixtures, "tiny-sd1", seed=32)
 

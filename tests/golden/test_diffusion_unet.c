@@ -10,7 +10,8 @@
  * Also: binding the same weights from an external set gives bit-identical
  * output; weights read from the LDM single-file fixture through the key map
  * give the same bits as the diffusers weights rounded to F16; a config that
- * disagrees with the weights is refused by name.
+ * disagrees with the weights is refused by name; the parameter tables of the
+ * real SD1.5 and SD2.1 configs equal diffusers' state dicts.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -292,6 +293,49 @@ static void test_config_mismatch(void **state) {
   free(wp);
 }
 
+/* The parameter tables of the real SD1.5 and SD2.1 configs equal diffusers'
+ * state dicts (names and shapes, from gen_unet.py on the meta device). */
+static void test_full_tables(void **state) {
+  (void)state;
+  char *p = path_of("unet/full_configs.json");
+  json_error_t je;
+  json_t *all = json_load_file(p, 0, &je);
+  assert_non_null(all);
+  const char *name;
+  json_t *m;
+  json_object_foreach(all, name, m) {
+    struct unet *u = NULL;
+    char *err = NULL;
+    int rc = unet_new(json_object_get(m, "config"), g_be, &u, &err);
+    if (rc) fprintf(stderr, "%s: %s\n", name, err);
+    assert_int_equal(rc, 0);
+    json_t *params = json_object_get(m, "params");
+    assert_int_equal(unet_param_count(u), (int)json_array_size(params));
+    size_t i;
+    json_t *e;
+    json_array_foreach(params, i, e) {
+      const char *want = json_string_value(json_array_get(e, 0));
+      json_t *shape = json_array_get(e, 1);
+      int found = 0;
+      for (int k = 0; k < unet_param_count(u) && !found; k++) {
+        int nd;
+        int64_t sh[4];
+        const char *got = unet_param_info(u, k, &nd, sh);
+        if (strcmp(got, want)) continue;
+        found = 1;
+        assert_int_equal(nd, (int)json_array_size(shape));
+        for (int d = 0; d < nd; d++)
+          assert_int_equal(sh[d], json_integer_value(json_array_get(shape, (size_t)d)));
+      }
+      if (!found) fail_msg("%s: %s not in the parameter table", name, want);
+    }
+    printf("  %s: %d parameters match diffusers\n", name, unet_param_count(u));
+    unet_free(u);
+  }
+  json_decref(all);
+  free(p);
+}
+
 static int setup(void **state) {
   (void)state;
   g_be = backend_cpu_new(2);
@@ -306,9 +350,8 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_golden),
-      cmocka_unit_test(test_bind_external),
-      cmocka_unit_test(test_load_ldm),
+      cmocka_unit_test(test_golden),          cmocka_unit_test(test_bind_external),
+      cmocka_unit_test(test_load_ldm),        cmocka_unit_test(test_full_tables),
       cmocka_unit_test(test_config_mismatch),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

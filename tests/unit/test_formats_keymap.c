@@ -177,6 +177,47 @@ static void test_sd15_layout(void **state) {
   json_decref(cfg);
 }
 
+/* Real SD1.5 / SD2.1 tables (tests/fixtures/unet/full_configs.json, from
+ * diffusers): every name has an LDM name, distinct, mapping back to itself. */
+static void test_full_tables(void **state) {
+  (void)state;
+  char *p = fixture("unet/full_configs.json");
+  json_error_t je;
+  json_t *all = json_load_file(p, 0, &je);
+  assert_non_null(all);
+  const char *name;
+  json_t *m;
+  json_object_foreach(all, name, m) {
+    struct keymap_ldm_unet km;
+    char *err = NULL;
+    assert_int_equal(keymap_ldm_unet_init(&km, json_object_get(m, "config"), &err), 0);
+    json_t *params = json_object_get(m, "params"), *seen = json_object();
+    size_t i;
+    json_t *e;
+    json_array_foreach(params, i, e) {
+      const char *key = json_string_value(json_array_get(e, 0));
+      char ldm[256], back[256];
+      if (keymap_ldm_unet_from_diffusers(&km, key, ldm, sizeof ldm) != 1)
+        fail_msg("%s: no LDM name for %s", name, key);
+      assert_int_equal(keymap_ldm_unet_to_diffusers(&km, ldm, back, sizeof back), 1);
+      assert_string_equal(back, key);
+      assert_null(json_object_get(seen, ldm));
+      json_object_set_new(seen, ldm, json_true());
+    }
+    /* the SD1.5 names the digest quotes */
+    if (strcmp(name, "sd15") == 0) {
+      assert_non_null(json_object_get(seen, "model.diffusion_model.output_blocks.2.1.conv.weight"));
+      assert_non_null(json_object_get(seen, "model.diffusion_model.output_blocks.5.2.conv.weight"));
+      assert_non_null(json_object_get(
+          seen, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"));
+    }
+    printf("  %s: %zu names round-trip\n", name, json_array_size(params));
+    json_decref(seen);
+  }
+  json_decref(all);
+  free(p);
+}
+
 static void test_bad_config(void **state) {
   (void)state;
   struct keymap_ldm_unet km;
@@ -194,6 +235,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fixtures),
       cmocka_unit_test(test_sd15_layout),
+      cmocka_unit_test(test_full_tables),
       cmocka_unit_test(test_bad_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
