@@ -187,6 +187,15 @@ struct soup_source {
 int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
                       char hex[65], char **err);
 
+/* Accumulator snapshot for fast restarts (safetensors, one I64 tensor per
+ * soup tensor, metadata soup_version/soup_hash/soup_K). Write: atomic (tmp,
+ * fsync, rename). Load: verified against its recorded hash with this soup's
+ * base (names, shapes, F) before anything changes; then the spare is stale:
+ * call soup_materialize_spare and soup_switch(version). Writer thread only. */
+int soup_snapshot_write(struct soup *s, const char *path, uint64_t version, char **err);
+int soup_snapshot_load(struct soup *s, const char *path, uint64_t *version, char hash[65],
+                       char **err);
+
 /* Writes a version (acquired by the caller) as a safetensors file, diffusers
  * names, inference dtype; metadata may be NULL (soup version and hash are
  * added). */
