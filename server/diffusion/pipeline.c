@@ -241,25 +241,33 @@ int pipeline_check_params(const struct pipeline *p, const struct gen_params *g, 
   return 0;
 }
 
-int pipeline_encode_text(struct pipeline *p, const char *text, int clip_skip, float *out,
-                         char **err) {
+/* Text states of one text; label names the request field in errors. */
+static int encode_text(struct pipeline *p, const char *text, int clip_skip, float *out,
+                       const char *label, char **err) {
   int32_t ids[TOKENIZER_MAX_LEN];
   struct tensor t = {0};
   int rc = tokenizer_encode(p->tok, text ? text : "", ids, NULL, err);
-  if (rc < 0) return wrap(err, rc, "prompt");
+  if (rc < 0) return wrap(err, rc, label);
   const int64_t shape[3] = {1, TOKENIZER_MAX_LEN, p->text_dim};
   if ((rc = p->be->tensor_alloc(p->be, &t, DT_F32, 3, shape)) < 0)
-    return errf(err, rc, "text: %s", backend_last_error(p->be));
+    return errf(err, rc, "%s: %s", label, backend_last_error(p->be));
   rc = clip_text_forward(p->te, &t, ids, 1, clip_skip, err); // [1, 77, D]
   if (rc < 0) {
     rc = wrap(err, rc, "text_encoder");
     goto done;
   }
   if ((rc = p->be->download_f32(p->be, &t, out)) < 0)
-    rc = errf(err, rc, "text: %s", backend_last_error(p->be));
+    rc = errf(err, rc, "%s: %s", label, backend_last_error(p->be));
 done:
   p->be->tensor_free(p->be, &t);
   return rc;
+}
+
+int pipeline_encode_text(struct pipeline *p, const char *text, int clip_skip, float *out,
+                         char **err) {
+  if (clip_skip < 0 || clip_skip > p->text_layers)
+    return errf(err, -EINVAL, "clip_skip: %d not in [0, %d]", clip_skip, p->text_layers);
+  return encode_text(p, text, clip_skip, out, "prompt", err);
 }
 
 /* The denoising loop and the decode, from text states. */
@@ -431,20 +439,12 @@ int pipeline_generate(struct pipeline *p, const struct gen_params *g, const floa
   if (!cond) return errf(err, -ENOMEM, "generate: out of memory");
   float *uncond = NULL;
   double t0 = now_ms();
-  if ((rc = pipeline_encode_text(p, g->prompt, g->clip_skip, cond, err)) < 0) goto done;
+  if ((rc = encode_text(p, g->prompt, g->clip_skip, cond, "prompt", err)) < 0) goto done;
   if (g->guidance_scale > 1.0f) {
     uncond = cond + LD;
-    /* diffusers: the negative prompt never uses clip_skip */
+    /* diffusers: "" when there is no negative prompt; never clip_skip */
     const char *neg = g->negative_prompt ? g->negative_prompt : "";
-    if ((rc = pipeline_encode_text(p, neg, 0, uncond, err)) < 0) {
-      if (err && *err) {
-        char *inner = *err;
-        *err = NULL;
-        errf(err, rc, "negative_%s", inner);
-        free(inner);
-      }
-      goto done;
-    }
+    if ((rc = encode_text(p, neg, 0, uncond, "negative_prompt", err)) < 0) goto done;
   }
   rc = generate(p, g, cond, uncond, init_latents, rgb, image_f32, progress, ctx, t, now_ms() - t0,
                 err);

@@ -384,6 +384,21 @@ static void test_defaults_and_checks(void **state) {
     assert_true(strncmp(err, field, strlen(field)) == 0);
     free(err);
   }
+  /* invalid UTF-8 is refused by the field it came from */
+  for (int k = 0; k < 2; k++) {
+    pipeline_defaults(p, &g);
+    g.steps = 1;
+    g.width = g.height = 8;
+    g.prompt = k ? "ok" : "bad \xff";
+    g.negative_prompt = k ? "bad \xc3" : NULL;
+    char *err = NULL;
+    uint8_t px[8 * 8 * 3];
+    assert_int_equal(pipeline_generate(p, &g, NULL, px, NULL, NULL, NULL, NULL, &err), -EINVAL);
+    printf("  refused: %s\n", err);
+    const char *field = k ? "negative_prompt:" : "prompt:";
+    assert_true(strncmp(err, field, strlen(field)) == 0);
+    free(err);
+  }
 }
 
 /* An external weight set: every tensor of the UNet file, uploaded. */
