@@ -30,6 +30,8 @@
 #define NAME_MAX_LEN 128
 #define DESCRIPTION_MAX 4096
 #define METADATA_MAX 64
+/* A real SD UNet header is ~100 KB; jansson needs ~14x the header in memory. */
+#define SHARD_HEADER_MAX (16u << 20)
 
 static int fail(struct op_error *e, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -291,7 +293,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
 
   /* Validate the file completely before anything changes. */
   struct st_file *f = NULL;
-  if (st_open(in->tmp_path, &f, &err) != 0) {
+  if (st_open_limit(in->tmp_path, SHARD_HEADER_MAX, &f, &err) != 0) {
     fail_field(e, 422, "file", err ? err : "not a valid safetensors file");
     free(err);
     return -1;

@@ -179,6 +179,37 @@ static enum MHD_Result request_chunk(struct request *r, const char *data, size_t
   return MHD_YES;
 }
 
+/* A body that is not JSON is 400, except a bare NaN or Infinity where a
+ * number belongs: well-formed intent, unacceptable value, so 422 naming the
+ * field (Python's json module writes these by default). */
+static enum MHD_Result reply_bad_json(struct request *r, const json_error_t *je) {
+  size_t pos = (size_t)je->position < r->body_len ? (size_t)je->position : r->body_len;
+  size_t at = pos;
+  while (at > 0 && r->body[at - 1] != ':' && r->body[at - 1] != ',' && r->body[at - 1] != '[')
+    at--;
+  const char *v = r->body + at;
+  while (*v == ' ' || *v == '-' || *v == '+') v++;
+  if (strncmp(v, "NaN", 3) == 0 || strncmp(v, "Infinity", 8) == 0) {
+    char field[64] = "body";
+    /* the key before the colon: "...key" : NaN */
+    size_t k = at > 0 ? at - 1 : 0;
+    while (k > 0 && r->body[k] != '"') k--;
+    size_t end = k;
+    if (k > 0) k--;
+    while (k > 0 && r->body[k] != '"') k--;
+    if (end > k + 1 && end - k - 1 < sizeof field) {
+      memcpy(field, r->body + k + 1, end - k - 1);
+      field[end - k - 1] = 0;
+    }
+    json_t *errs = json_array();
+    json_array_append_new(errs,
+                          json_pack("{s:s,s:s}", "field", field, "message", "a finite number"));
+    return reply_problem(r, 422, "NaN and Infinity are not numbers JSON can carry", errs);
+  }
+  return reply_problemf(r, 400, "malformed JSON at line %d column %d: %s", je->line, je->column,
+                        je->text);
+}
+
 /* Phase 3: the whole request is here. */
 static enum MHD_Result request_end(struct request *r) {
   if (r->body_too_big)
@@ -194,9 +225,7 @@ static enum MHD_Result request_end(struct request *r) {
   } else if (r->route->body != BODY_NONE && r->body_len > 0) {
     json_error_t je;
     r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!r->json)
-      return reply_problemf(r, 400, "malformed JSON at line %d column %d: %s", je.line, je.column,
-                            je.text);
+    if (!r->json) return reply_bad_json(r, &je);
     if (!json_is_object(r->json)) return reply_problemf(r, 400, "the body must be a JSON object");
   }
   enum MHD_Result res = r->route->fn(r);
