@@ -115,6 +115,22 @@ static void test_bound_vs_fp64(void **state) {
   }
 }
 
+/* One F16 shard at any weight, F16 inference: every F16 value w has w * 2^F
+ * integral (F >= 24 here), so the soup reproduces the shard bit for bit. */
+static void test_single_f16_shard_exact(void **state) {
+  (void)state;
+  struct soup *s = mk(DT_F16);
+  app_views(s, &shard_m[0], 12345, 1);
+  const struct soup_version *v = soup_acquire(s);
+  for (size_t i = 0; i < v->n_tensors; i++) {
+    int ti = ts_name_index(v->tensors[i].name);
+    assert_true(v->tensors[i].F >= 24);
+    assert_memory_equal(v->tensors[i].data, shard_m[0].data[ti], (size_t)v->tensors[i].numel * 2);
+  }
+  soup_release(s, v);
+  soup_free(s);
+}
+
 static void test_empty_soup_is_base(void **state) {
   (void)state;
   for (int d = 0; d < 3; d++) {
@@ -328,9 +344,9 @@ static void test_weight_quantize(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bound_vs_fp64),          cmocka_unit_test(test_empty_soup_is_base),
-      cmocka_unit_test(test_rejects_change_nothing), cmocka_unit_test(test_total_weight_cap),
-      cmocka_unit_test(test_weight_quantize),
+      cmocka_unit_test(test_bound_vs_fp64),      cmocka_unit_test(test_single_f16_shard_exact),
+      cmocka_unit_test(test_empty_soup_is_base), cmocka_unit_test(test_rejects_change_nothing),
+      cmocka_unit_test(test_total_weight_cap),   cmocka_unit_test(test_weight_quantize),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
