@@ -94,6 +94,13 @@ static void test_withdraw_equals_fresh(void **state) {
     struct soup_source src3[3] = {src[0], {vb, TS_N, KQ[1]}, src[1]};
     assert_int_equal(soup_rebuild_hash(s, src3, 3, hex, &err), 0);
     assert_string_not_equal(hex, live);
+    /* no sources: the rebuild is the empty soup (the base) */
+    struct soup *empty = mk(infer);
+    char hempty[65];
+    soup_hash_hex(empty, hempty);
+    assert_int_equal(soup_rebuild_hash(s, NULL, 0, hex, &err), 0);
+    assert_string_equal(hex, hempty);
+    soup_free(empty);
     soup_free(s);
     soup_free(fresh);
   }
