@@ -22,8 +22,15 @@
  *
  * Error bound (stated and tested): for each parameter, with the soup
  * w* = sum kq_j w_j / K in exact arithmetic,
- *   |materialized - w*| <= 2^-(F_t+1) + 2^-52 |w*| + half an ulp of the
- *   inference dtype at the result (quantization, fp64 steps, final rounding).
+ *   |materialized - w*| <= 2^-(F_t+1) + 2^-51 |w*| + half an ulp of the
+ *   inference dtype at the result (quantization |q - w 2^F| <= 1/2 averaged
+ *   with weights kq/K; two binary64 roundings; the final rounding).
+ *   Relative to the tensor's largest base magnitude m < 2^e the first term
+ *   is below 2^-30 m: finer than an F32 ulp of m (2^-23 m).
+ *
+ * Soup hash (byte encoding in soup_hash.c): SHA-256 over K and, per tensor in
+ * name order, name, shape, F and the SHA-256 of the int64 LE accumulator; it
+ * does not depend on the device or the inference dtype.
  *
  * Update protocol (build aside, atomic switch):
  *   soup_check_shard()            at upload, without any lock: 422 details
@@ -33,6 +40,8 @@
  *   registry commit               (the caller)
  *   soup_switch(version)          on success: publish the spare as live
  *   soup_rollback()               on failure: exact undo (apply of -kq_delta)
+ * Start-up: soup_snapshot_load, or soup_accumulate per active shard; then
+ * soup_materialize_spare and soup_switch(version).
  * Calls that modify the soup (apply, rollback, materialize, switch) must be
  * serialized by the caller (one writer); soup_acquire/release and the
  * readers of a version may run on any thread at any time.
