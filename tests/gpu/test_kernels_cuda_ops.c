@@ -455,6 +455,5 @@ int main(void) {
   }
   G->destroy(G);
   C->destroy(C);
-  printf("%s: %d failure(s)\n", g_fail ? "FAILED" : "PASSED", g_fail);
-  return g_fail ? 1 : 0;
+  return gpu_test_exit();
 }
