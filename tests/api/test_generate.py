@@ -13,6 +13,8 @@ import requests
 from conftest import Client, Daemon, assert_problem, make_shard, st_bytes
 
 SMALL = {"steps": 3, "width": 64, "height": 64}
+# A job that runs for seconds on any machine here, so it can be watched and cancelled.
+SLOW = {"steps": 150, "width": 192, "height": 192}
 
 
 def png_chunks(data):
@@ -177,8 +179,7 @@ def test_async_job_progress_and_result(admin):
 
 
 def test_cancel_ends_a_running_job(admin):
-    r = admin.post("/generate", json={"prompt": "a", "async": True, "steps": 150,
-                                      "width": 64, "height": 64})
+    r = admin.post("/generate", json={"prompt": "a", "async": True, **SLOW})
     jid = r.json()["job"]["id"]
     wait_job(admin, jid, lambda j: j["status"] == "running" and j["progress"]["step"] >= 1)
     d = requests.delete(admin.d.url + f"/jobs/{jid}",
@@ -196,8 +197,7 @@ def test_queue_bound_gives_429_and_recovers(tmp_path):
         c = Client(d, d.admin_token())
         codes, jobs = [], []
         for _ in range(6):
-            r = c.post("/generate", json={"prompt": "a", "async": True, "steps": 150, **{
-                "width": 64, "height": 64}})
+            r = c.post("/generate", json={"prompt": "a", "async": True, **SLOW})
             codes.append(r.status_code)
             if r.status_code == 202:
                 jobs.append(r.json()["job"]["id"])
@@ -228,7 +228,7 @@ def test_queue_bound_gives_429_and_recovers(tmp_path):
 def test_client_disconnect_cancels_its_synchronous_job(admin):
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(admin.d.url + "/generate", timeout=0.5,
-                      json={"prompt": "a", "steps": 150, "width": 64, "height": 64},
+                      json={"prompt": "a", **SLOW},
                       headers={"Authorization": f"Bearer {admin.token}"})
     t0 = time.time()
     while time.time() - t0 < 30:
@@ -243,7 +243,7 @@ def test_job_time_limit(tmp_path):
     d = Daemon(tmp_path / "data", extra=["--job-timeout-s", "1"]).start()
     try:
         c = Client(d, d.admin_token())
-        r = c.post("/generate", json={"prompt": "a", "steps": 150, "width": 64, "height": 64})
+        r = c.post("/generate", json={"prompt": "a", **SLOW})
         p = assert_problem(r, 503)
         assert "time limit" in p["detail"]
     finally:
