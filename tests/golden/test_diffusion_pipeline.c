@@ -1,11 +1,12 @@
 /* test_diffusion_pipeline.c: text-to-image end to end against diffusers'
  * StableDiffusionPipeline (golden).
  *
- * tests/fixtures/pipeline/ (gen_pipeline.py) holds 11 cases on tiny-sd2 and
+ * tests/fixtures/pipeline/ (gen_pipeline.py) holds 13 cases on tiny-sd2 and
  * tiny-sd1: every scheduler (DDIM, Euler, Euler ancestral, DPM++ 2M, PNDM),
  * both prediction types, guidance 7.5 / 5 / 1 (off), guidance_rescale 0.7,
  * DDIM eta 0.5, clip_skip 1, negative prompt given or absent, n = 1 and 2,
- * square and non-square sizes. Initial latents and scheduler noise are
+ * square and non-square sizes, 4 to 6 steps, and the pipeline defaults (50
+ * steps, the config's scheduler) on each model. Initial latents and scheduler noise are
  * soupd's Philox streams (computed in Python from the definition).
  *
  * Per case:
@@ -166,6 +167,16 @@ static void test_golden(void **state) {
     const int D = pipeline_text_dim(p), L = 77;
     const int h = g.height / 8, w = g.width / 8;
     const size_t per = (size_t)4 * h * w, npx = (size_t)g.n * g.height * g.width * 3;
+
+    if (strstr(cas, "defaults_50")) { /* the case is diffusers' defaults */
+      struct gen_params d;
+      pipeline_defaults(p, &d);
+      assert_int_equal(d.steps, g.steps);
+      assert_true(d.guidance_scale == g.guidance_scale);
+      assert_int_equal(d.width, g.width);
+      assert_int_equal(d.height, g.height);
+      assert_null(g.scheduler);
+    }
 
     /* text states */
     const struct st_tensor *emb = fx(cas, "embeds", ST_F32);
