@@ -12,7 +12,7 @@ RUN_PKGS=(build-essential cmake pkg-config
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libopenblas-dev libpng-dev
   curl ca-certificates)
 TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev clang sqlite3 python3 python3-pip python3-pytest
-  python3-requests python3-numpy python3-pil)
+  python3-requests python3-numpy python3-pil python3-yaml)
 
 want=("${RUN_PKGS[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${TEST_PKGS[@]}")
@@ -35,9 +35,9 @@ fi
 # numpy and Pillow they use the real client libraries openai and webuiapi,
 # which Debian does not package: those come from PyPI.
 if [[ "${1:-}" == "--test" ]]; then
-  if ! python3 -c 'import pytest, requests, numpy, PIL, openai, webuiapi' 2>/dev/null; then
+  if ! python3 -c 'import pytest, requests, numpy, PIL, yaml, openai, webuiapi' 2>/dev/null; then
     echo "install.sh: installing the Python test clients into $(command -v python3) with pip"
-    pip_args=(-q pytest requests numpy pillow "openai>=1.0" webuiapi)
+    pip_args=(-q pytest requests numpy pillow pyyaml "openai>=1.0" webuiapi)
     python3 -m pip install "${pip_args[@]}" 2>/dev/null ||
       python3 -m pip install --break-system-packages "${pip_args[@]}"
   fi

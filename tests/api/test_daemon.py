@@ -139,3 +139,19 @@ def test_malformed_json_is_400(admin):
     r = admin.post("/shards", data=b"{not json", headers={"Content-Type": "application/json"})
     p = assert_problem(r, 400)
     assert "JSON" in p["detail"]
+
+
+def test_openapi_lists_every_route():
+    """schema/openapi.yaml must stay in step with the route table (API.md)."""
+    import re
+
+    import yaml
+
+    root = MODEL.parents[2]
+    routes = re.findall(r'\.method = "(\w+)",\s*\.pattern = "([^"]+)"',
+                        (root / "server/http/routes.c").read_text())
+    assert len(routes) > 20
+    spec = yaml.safe_load((root / "schema/openapi.yaml").read_text())["paths"]
+    for method, pattern in routes:
+        path = pattern.replace("{key}", "{id}")
+        assert path in spec and method.lower() in spec[path], (method, pattern)
