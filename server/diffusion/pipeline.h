@@ -18,6 +18,12 @@
  * blocking), so a batch image can differ from the single image of its seed
  * by a few bytes off by 1. The same request always gives identical bytes.
  *
+ * Schedulers: the config gets StableDiffusionPipeline.__init__'s fixes once
+ * at load (steps_offset 1; clip_sample false for a DDIM config); a request
+ * naming another scheduler builds it from that config as diffusers'
+ * from_config does (absent keys take the new class's defaults, so e.g. "ddim"
+ * on a PNDM config without clip_sample clips x0, as in diffusers).
+ *
  * Invariants: one generate at a time per pipeline (not thread-safe); a failed
  * or cancelled generate leaves the pipeline usable; every buffer a generate
  * allocates is freed before it returns.
@@ -67,8 +73,10 @@ int pipeline_bind_unet(struct pipeline *p, unet_lookup_fn lookup, void *ctx, cha
  * n 1, no overrides, clip_skip 0, prompts NULL. */
 void pipeline_defaults(const struct pipeline *p, struct gen_params *g);
 
-/* Checks g against the model (steps, n, sizes, names, clip_skip range)
- * before any compute. Returns 0, or -EINVAL with *err naming the field. */
+/* Checks g against the model (steps 1..1000, n 1..64, sizes, names,
+ * clip_skip 0..text encoder layers) before any compute (pipeline_generate
+ * calls it too; a server may call it before queueing). Returns 0, or -EINVAL with *err naming the
+ * field. */
 int pipeline_check_params(const struct pipeline *p, const struct gen_params *g, char **err);
 
 /* Progress callback: after each scheduler step (step = 1..steps, steps =
