@@ -52,10 +52,9 @@ static int conv_algo(struct backend *be, const int64_t key[9], int *algo, size_t
   if (s == CUDNN_STATUS_SUCCESS) {
     for (int i = 0; i < got; i++) {
       if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-      /* exact mode: no tensor-op math; 1 GiB workspace at most */
-      if (c->math == CUDA_MATH_F32 && perf[i].mathType != CUDNN_FMA_MATH &&
-          perf[i].mathType != CUDNN_DEFAULT_MATH)
-        continue;
+      /* exact mode: FMA math only (DEFAULT allows TF32 on Ampere and
+       * later); 1 GiB workspace at most */
+      if (c->math == CUDA_MATH_F32 && perf[i].mathType != CUDNN_FMA_MATH) continue;
       if (perf[i].memory > ((size_t)1 << 30)) continue;
       *algo = (int)perf[i].algo;
       *ws = perf[i].memory;

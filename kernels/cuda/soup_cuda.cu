@@ -12,7 +12,8 @@
  *    the same bytes the CPU hashes);
  *  - validate runs on the host over the host source (the CPU's rule).
  * Memory from alloc is device memory (cudaMalloc, zero-filled) on device
- * $SOUPD_CUDA_DEVICE (default 0). Sources are host memory, streamed through
+ * $SOUPD_CUDA_DEVICE (default 0): host_memory is 0 and download/upload are
+ * plain synchronous cudaMemcpy. Sources are host memory, streamed through
  * pinned staging buffers by a worker slot: two CUDA streams alternate chunks
  * so that the host memcpy into pinned memory, the host->device copy, the
  * kernel and the device->host copy of the accumulator (for the hash) of
@@ -485,6 +486,18 @@ static void cuda_soup_free(void *p) {
   cudaFree(p);
 }
 
+static int cuda_soup_download(void *host, const void *mem, size_t bytes) {
+  pthread_once(&g.once, soup_cuda_init);
+  if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return -1;
+  return cudaMemcpy(host, mem, bytes, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -1;
+}
+
+static int cuda_soup_upload(void *mem, const void *host, size_t bytes) {
+  pthread_once(&g.once, soup_cuda_init);
+  if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return -1;
+  return cudaMemcpy(mem, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -1;
+}
+
 extern "C" const struct soup_backend *soup_backend_cuda(void) {
   static struct soup_backend be;
   static char name[32];
@@ -500,5 +513,8 @@ extern "C" const struct soup_backend *soup_backend_cuda(void) {
   be.materialize = cuda_soup_materialize;
   be.convert = cuda_soup_convert;
   be.hash = cuda_soup_hash;
+  be.host_memory = 0;
+  be.download = cuda_soup_download;
+  be.upload = cuda_soup_upload;
   return &be;
 }
