@@ -4,6 +4,12 @@
  * Memory is host memory (64-byte aligned). OpenBLAS is set to one thread at
  * creation: every GEMM is split over the backend's own pool, so no OpenBLAS
  * thread ever runs inside a pool task (no oversubscription).
+ *
+ * OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not know recent Intel models (e.g.
+ * family 6 model 0xCF) and falls back to its SSE3 "Prescott" kernels, four
+ * times slower. When it reports Prescott, OPENBLAS_CORETYPE is unset and
+ * the CPU has AVX-512 (or AVX2+FMA), the first backend re-selects SkylakeX
+ * (or Haswell) kernels once, before any GEMM of the backend runs.
  */
 #include <cblas.h>
 #include <stdarg.h>
@@ -12,6 +18,35 @@
 
 #include "cpu_impl.h"
 #include "vecmath.h"
+
+#include <pthread.h>
+#include <strings.h>
+
+/* OpenBLAS DYNAMIC_ARCH internals (exported, not in cblas.h) */
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+static void openblas_fix_coretype(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+  const char *core = openblas_get_corename();
+  if (!core || strcasecmp(core, "prescott") != 0) return;
+  __builtin_cpu_init();
+  const char *want = NULL;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    want = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    want = "Haswell";
+  if (!want) return;
+  setenv("OPENBLAS_CORETYPE", want, 0);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+  unsetenv("OPENBLAS_CORETYPE");
+#endif
+}
+
+static pthread_once_t openblas_once = PTHREAD_ONCE_INIT;
 
 int cpu_fail(struct backend *be, int status, const char *fmt, ...) {
   struct cpu_ctx *c = cpu_ctx(be);
@@ -346,6 +381,7 @@ struct backend *backend_cpu_new(int threads) {
   if (!c->pool) goto fail;
   c->threads = thread_pool_size(c->pool);
   if (c->threads > CPU_MAX_THREADS) goto fail;
+  pthread_once(&openblas_once, openblas_fix_coretype);
   openblas_set_num_threads(1);
   be->name = "cpu";
   be->ctx = c;

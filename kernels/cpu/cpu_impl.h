@@ -74,6 +74,14 @@ void cpu_sgemm(struct backend *be, int trans_a, int trans_b, int64_t M, int64_t 
 /* Softmax of one row x[n] into y (y == x allowed). */
 void softmax_row_cpu(float *y, const float *x, int64_t n);
 
+/* attention_avx512.c: rows [r0, r0+R) of one head (see that file) */
+int attn_avx512_available(void);
+size_t attn_avx512_scratch(int64_t R, int64_t keys, int64_t D);
+void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int64_t keys,
+                      float *scratch);
+void attn_block_avx512(const float *q, float *o, int64_t HD, int64_t D, int64_t R, int64_t r0,
+                       int64_t keys, int causal, float scale, float *scratch);
+
 /* ---- ops (one file per concern) ---- */
 int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                const struct tensor *w, const struct tensor *b, int stride, int pad);

@@ -6,37 +6,37 @@
  * 0.5x(1+erf(x/sqrt2)) (as 0.5x erfc(-x/sqrt2)) (as 0.5x erfc(-x/sqrt2)), gelu_tanh
  * 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))), quick_gelu x*sigmoid(1.702x).
  */
-#include <math.h>
-
 #include "cpu_impl.h"
 #include "vecmath.h"
 
 #define EW_GRAIN (1 << 15)
 
-/* 1 + erf(z) = erfc(-z): no cancellation in the negative tail */
-static inline float gelu_erf(float x) {
-  return 0.5f * x * erfcf(x * -0.70710678118654752f);
-}
+/* y[i] = act(x[i]) for one of the unary ops, 16 lanes at a time */
+#define ACT(v, op)                                                                                 \
+  ((op) == UNARY_SILU   ? VF_XSIGMOID(v, 1.0f)                                                     \
+   : (op) == UNARY_GELU ? VF_GELU(v)                                                               \
+   : (op) == UNARY_GELU_TANH                                                                       \
+       ? VF_XSIGMOID(v, 2.0f * 0.7978845608028654f * (1.0f + 0.044715f * v * v))                   \
+       : VF_XSIGMOID(v, 1.702f))
 
 CPU_CLONES static void unary_range(float *y, const float *x, int64_t n, int op) {
-  switch (op) {
-  case UNARY_SILU:
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vm_expf(-x[i]));
-    break;
-  case UNARY_GELU:
-    for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
-    break;
-  case UNARY_GELU_TANH:
-    for (int64_t i = 0; i < n; i++) {
-      float v = x[i], u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-      /* 0.5 (1 + tanh u) = sigmoid(2u) */
-      y[i] = v / (1.0f + vm_expf(-2.0f * u));
-    }
-    break;
-  default: /* UNARY_QUICK_GELU */
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vm_expf(-1.702f * x[i]));
-    break;
+  int64_t i = 0;
+  for (; i + VF_N <= n; i += VF_N) {
+    vf16 v = VF_LOAD(x + i);
+    VF_STORE(y + i, ACT(v, op));
   }
+  if (i < n) {
+    vf16 v = VF_LOAD_PART(x + i, n - i);
+    VF_STORE_PART(y + i, ACT(v, op), n - i);
+  }
+}
+
+CPU_CLONES static void geglu_row(float *y, const float *x, int64_t D) {
+  int64_t i = 0;
+  for (; i + VF_N <= D; i += VF_N) VF_STORE(y + i, VF_LOAD(x + i) * VF_GELU(VF_LOAD(x + D + i)));
+  if (i < D)
+    VF_STORE_PART(y + i, VF_LOAD_PART(x + i, D - i) * VF_GELU(VF_LOAD_PART(x + D + i, D - i)),
+                  D - i);
 }
 
 struct ew_job {
@@ -75,9 +75,7 @@ static void geglu_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   struct ew_job *j = ctx;
   int64_t D = j->inner;
   for (int64_t r = i0; r < i1; r++) {
-    const float *x = j->a + r * 2 * D;
-    float *y = j->out + r * D;
-    for (int64_t i = 0; i < D; i++) y[i] = x[i] * gelu_erf(x[D + i]);
+    geglu_row(j->out + r * D, j->a + r * 2 * D, D);
   }
 }
 
@@ -101,14 +99,21 @@ int geglu_cpu(struct backend *be, struct tensor *out, const struct tensor *x) {
 
 CPU_CLONES static void binary_range(float *y, const float *a, const float *b, int64_t n, int op,
                                     float alpha, float beta) {
+  int64_t i = 0;
   if (op == 0)
-    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+    for (; i + VF_N <= n; i += VF_N) VF_STORE(y + i, VF_LOAD(a + i) + VF_LOAD(b + i));
   else if (op == 1)
-    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+    for (; i + VF_N <= n; i += VF_N) VF_STORE(y + i, VF_LOAD(a + i) * VF_LOAD(b + i));
   else if (b)
-    for (int64_t i = 0; i < n; i++) y[i] = alpha * a[i] + beta * b[i];
+    for (; i + VF_N <= n; i += VF_N)
+      VF_STORE(y + i, alpha * VF_LOAD(a + i) + beta * VF_LOAD(b + i));
   else
-    for (int64_t i = 0; i < n; i++) y[i] = alpha * a[i];
+    for (; i + VF_N <= n; i += VF_N) VF_STORE(y + i, alpha * VF_LOAD(a + i));
+  for (; i < n; i++)
+    y[i] = op == 0   ? a[i] + b[i]
+           : op == 1 ? a[i] * b[i]
+           : b       ? alpha * a[i] + beta * b[i]
+                     : alpha * a[i];
 }
 
 static void binary_task(void *ctx, int64_t i0, int64_t i1, int tid) {

@@ -12,41 +12,53 @@
 #include "cpu_impl.h"
 #include "vecmath.h"
 
-/* sum and sum of squared deviations of x[n] around its mean, in double */
+/* mean and biased variance of x[n], two passes with double accumulators */
 CPU_CLONES static void moments(const float *x, int64_t n, double *mean, double *var) {
-  double a[8] = {0};
+  vd8 a0 = {0}, a1 = {0};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; k++) a[k] += x[i + k];
+  for (; i + 16 <= n; i += 16) {
+    vf8 u, w;
+    memcpy(&u, x + i, sizeof u), memcpy(&w, x + i + 8, sizeof w);
+    a0 += __builtin_convertvector(u, vd8);
+    a1 += __builtin_convertvector(w, vd8);
+  }
   double s = 0;
   for (; i < n; i++) s += x[i];
-  for (int k = 0; k < 8; k++) s += a[k];
+  a0 += a1;
+  for (int k = 0; k < 8; k++) s += a0[k];
   double m = n ? s / (double)n : 0.0;
-  double q[8] = {0};
+  vd8 q0 = {0}, q1 = {0};
   i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; k++) {
-      double d = x[i + k] - m;
-      q[k] += d * d;
-    }
+  for (; i + 16 <= n; i += 16) {
+    vf8 u, w;
+    memcpy(&u, x + i, sizeof u), memcpy(&w, x + i + 8, sizeof w);
+    vd8 d0 = __builtin_convertvector(u, vd8) - m, d1 = __builtin_convertvector(w, vd8) - m;
+    q0 += d0 * d0;
+    q1 += d1 * d1;
+  }
   double v = 0;
   for (; i < n; i++) v += (x[i] - m) * (x[i] - m);
-  for (int k = 0; k < 8; k++) v += q[k];
+  q0 += q1;
+  for (int k = 0; k < 8; k++) v += q0[k];
   *mean = m;
   *var = n ? v / (double)n : 0.0;
 }
 
-/* y = act((x - mean) * a + c), the centring and scaling in double so that a
- * large mean does not cancel away the signal */
+/* y = (x - mean) * a + c in double, rounded once to float */
 CPU_CLONES static void scale_shift(float *y, const float *x, int64_t n, double mean, double a,
                                    double c, int silu) {
-  if (silu)
-    for (int64_t i = 0; i < n; i++) {
-      float v = (float)(((double)x[i] - mean) * a + c);
-      y[i] = v / (1.0f + vm_expf(-v));
-    }
-  else
-    for (int64_t i = 0; i < n; i++) y[i] = (float)(((double)x[i] - mean) * a + c);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    vf8 u;
+    memcpy(&u, x + i, sizeof u);
+    vd8 d = (__builtin_convertvector(u, vd8) - mean) * a + c;
+    u = __builtin_convertvector(d, vf8);
+    memcpy(y + i, &u, sizeof u);
+  }
+  for (; i < n; i++) y[i] = (float)(((double)x[i] - mean) * a + c);
+  if (!silu) return;
+  for (i = 0; i + VF_N <= n; i += VF_N) VF_STORE(y + i, VF_XSIGMOID(VF_LOAD(y + i), 1.0f));
+  if (i < n) VF_STORE_PART(y + i, VF_XSIGMOID(VF_LOAD_PART(y + i, n - i), 1.0f), n - i);
 }
 
 struct gn_job {
@@ -118,11 +130,14 @@ int group_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *
   return 0;
 }
 
-CPU_CLONES static void ln_row(float *y, const float *x, int64_t C, const float *g, const float *b,
-                              float eps) {
+static void ln_row(float *y, const float *x, int64_t C, const float *g, const float *b, float eps) {
   double mean, var;
   moments(x, C, &mean, &var);
   double rstd = 1.0 / sqrt(var + (double)eps);
+  if (!g && !b) {
+    scale_shift(y, x, C, mean, rstd, 0.0, 0);
+    return;
+  }
   for (int64_t i = 0; i < C; i++) {
     double v = ((double)x[i] - mean) * rstd;
     y[i] = (float)(v * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f));
@@ -162,28 +177,31 @@ int layer_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *
   return 0;
 }
 
-/* softmax of one row, in place allowed; returns nothing (a row of -Inf
- * gives NaN, as PyTorch) */
+/* softmax of one row, y == x allowed; a row of -Inf gives NaN (as PyTorch) */
 CPU_CLONES void softmax_row_cpu(float *y, const float *x, int64_t n) {
-  float m = -__builtin_inff();
-  for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-  float acc[16] = {0};
+  vf16 mv = VF_SPLAT(-__builtin_inff());
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int k = 0; k < 16; k++) {
-      float e = vm_expf(x[i + k] - m);
-      y[i + k] = e;
-      acc[k] += e;
-    }
-  float s = 0;
-  for (; i < n; i++) {
-    float e = vm_expf(x[i] - m);
-    y[i] = e;
-    s += e;
+  for (; i + VF_N <= n; i += VF_N) mv = VF_MAX(VF_LOAD(x + i), mv);
+  float m = -__builtin_inff();
+  for (int k = 0; k < VF_N; k++) m = mv[k] > m ? mv[k] : m;
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  vf16 acc = {0};
+  for (i = 0; i + VF_N <= n; i += VF_N) {
+    vf16 e = VF_EXP(VF_LOAD(x + i) - m);
+    acc += e;
+    VF_STORE(y + i, e);
   }
-  for (int k = 0; k < 16; k++) s += acc[k];
+  if (i < n) {
+    vf16 e = VF_EXP(VF_LOAD_PART(x + i, n - i) - m);
+    for (int64_t k = n - i; k < VF_N; k++) e[k] = 0.0f;
+    acc += e;
+    VF_STORE_PART(y + i, e, n - i);
+  }
+  float s = 0;
+  for (int k = 0; k < VF_N; k++) s += acc[k];
   float r = 1.0f / s;
-  for (i = 0; i < n; i++) y[i] *= r;
+  for (i = 0; i + VF_N <= n; i += VF_N) VF_STORE(y + i, VF_LOAD(y + i) * r);
+  for (; i < n; i++) y[i] *= r;
 }
 
 struct sm_job {

@@ -1,0 +1,262 @@
+/* attention_avx512.c: attention rows with AVX-512 register tiles and no
+ * GEMM packing (the OpenBLAS path spends half its time packing when the
+ * head dim is small).
+ *
+ * scratch layout (attn_avx512_scratch(R, keys, D) floats):
+ *   KT [D, ldS] = k_h^T and Vp [ldS, D] = v_h for `keys` keys, zero-padded
+ *   to ldS = keys rounded up to 16 (attn_pack_avx512, once per task);
+ *   S [R, ldS] scores and inv [R] for one block of R query rows.
+ * attn_block_avx512, for query rows [r0, r0+R) (q and o point at row r0):
+ *   S = scale * q_blk @ KT                  (4 rows x 64 keys per tile);
+ *   P = exp(S - rowmax), zero past the row's last visible key (causal);
+ *   o_blk = (P @ Vp) / rowsum                (4 rows x 64 dims per tile).
+ * Only called when the CPU has AVX-512F (attn_avx512_available).
+ */
+#include "cpu_impl.h"
+#include "vecmath.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+int attn_avx512_available(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+}
+
+static inline int64_t round16(int64_t n) {
+  return (n + 15) / 16 * 16;
+}
+
+size_t attn_avx512_scratch(int64_t R, int64_t keys, int64_t D) {
+  int64_t ld = round16(keys);
+  return (size_t)(2 * D * ld + R * ld + R + 64);
+}
+
+/* The tiles below keep their accumulators in named registers (arrays of
+ * __m512 indexed in loops end up on the stack). */
+
+/* S[4 rows, 64 keys] = scale * q[4 rows] . kt[:, 64 keys] */
+AVX512 static void qk_4x4(const float *q, int64_t ldq, const float *kt, int64_t ldS, int64_t D,
+                          __m512 sc, float *S) {
+  __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
+         a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
+         a32 = a00, a33 = a00;
+  for (int64_t d = 0; d < D; d++) {
+    const float *kr = kt + d * ldS;
+    __m512 k0 = _mm512_loadu_ps(kr), k1 = _mm512_loadu_ps(kr + 16), k2 = _mm512_loadu_ps(kr + 32),
+           k3 = _mm512_loadu_ps(kr + 48);
+    __m512 b = _mm512_set1_ps(q[d]);
+    a00 = _mm512_fmadd_ps(b, k0, a00), a01 = _mm512_fmadd_ps(b, k1, a01);
+    a02 = _mm512_fmadd_ps(b, k2, a02), a03 = _mm512_fmadd_ps(b, k3, a03);
+    b = _mm512_set1_ps(q[ldq + d]);
+    a10 = _mm512_fmadd_ps(b, k0, a10), a11 = _mm512_fmadd_ps(b, k1, a11);
+    a12 = _mm512_fmadd_ps(b, k2, a12), a13 = _mm512_fmadd_ps(b, k3, a13);
+    b = _mm512_set1_ps(q[2 * ldq + d]);
+    a20 = _mm512_fmadd_ps(b, k0, a20), a21 = _mm512_fmadd_ps(b, k1, a21);
+    a22 = _mm512_fmadd_ps(b, k2, a22), a23 = _mm512_fmadd_ps(b, k3, a23);
+    b = _mm512_set1_ps(q[3 * ldq + d]);
+    a30 = _mm512_fmadd_ps(b, k0, a30), a31 = _mm512_fmadd_ps(b, k1, a31);
+    a32 = _mm512_fmadd_ps(b, k2, a32), a33 = _mm512_fmadd_ps(b, k3, a33);
+  }
+#define ST4(r, x0, x1, x2, x3)                                                                     \
+  _mm512_storeu_ps(S + (r)*ldS, _mm512_mul_ps(x0, sc));                                            \
+  _mm512_storeu_ps(S + (r)*ldS + 16, _mm512_mul_ps(x1, sc));                                       \
+  _mm512_storeu_ps(S + (r)*ldS + 32, _mm512_mul_ps(x2, sc));                                       \
+  _mm512_storeu_ps(S + (r)*ldS + 48, _mm512_mul_ps(x3, sc))
+  ST4(0, a00, a01, a02, a03);
+  ST4(1, a10, a11, a12, a13);
+  ST4(2, a20, a21, a22, a23);
+  ST4(3, a30, a31, a32, a33);
+#undef ST4
+}
+
+/* S[1 row, 16 keys] */
+AVX512 static void qk_1x1(const float *q, const float *kt, int64_t ldS, int64_t D, __m512 sc,
+                          float *S) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  int64_t d = 0;
+  for (; d + 2 <= D; d += 2) {
+    a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_loadu_ps(kt + d * ldS), a0);
+    a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), _mm512_loadu_ps(kt + (d + 1) * ldS), a1);
+  }
+  if (d < D) a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_loadu_ps(kt + d * ldS), a0);
+  _mm512_storeu_ps(S, _mm512_mul_ps(_mm512_add_ps(a0, a1), sc));
+}
+
+/* S [R, keys] = scale * q [R, D] (row stride ldq) @ kt [D, keys]; keys % 16 == 0 */
+AVX512 static void qk_block(const float *q, int64_t ldq, const float *kt, int64_t ldS, int64_t D,
+                            int64_t R, int64_t keys, float scale, float *S) {
+  __m512 sc = _mm512_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 64 <= keys; j += 64) {
+    int64_t r = 0;
+    for (; r + 4 <= R; r += 4) qk_4x4(q + r * ldq, ldq, kt + j, ldS, D, sc, S + r * ldS + j);
+    for (; r < R; r++)
+      for (int c = 0; c < 4; c++)
+        qk_1x1(q + r * ldq, kt + j + 16 * c, ldS, D, sc, S + r * ldS + j + 16 * c);
+  }
+  for (; j < keys; j += 16)
+    for (int64_t r = 0; r < R; r++) qk_1x1(q + r * ldq, kt + j, ldS, D, sc, S + r * ldS + j);
+}
+
+/* o[4 rows, 64 dims] = inv[r] * P[4 rows, :n] @ vp[:n, 64 dims] */
+AVX512 static void pv_4x4(const float *P, int64_t ldS, const float *vp, int64_t D, int64_t n,
+                          float *o, int64_t ldo, const float *inv) {
+  __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
+         a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
+         a32 = a00, a33 = a00;
+  for (int64_t j = 0; j < n; j++) {
+    const float *vr = vp + j * D;
+    __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16), v2 = _mm512_loadu_ps(vr + 32),
+           v3 = _mm512_loadu_ps(vr + 48);
+    __m512 b = _mm512_set1_ps(P[j]);
+    a00 = _mm512_fmadd_ps(b, v0, a00), a01 = _mm512_fmadd_ps(b, v1, a01);
+    a02 = _mm512_fmadd_ps(b, v2, a02), a03 = _mm512_fmadd_ps(b, v3, a03);
+    b = _mm512_set1_ps(P[ldS + j]);
+    a10 = _mm512_fmadd_ps(b, v0, a10), a11 = _mm512_fmadd_ps(b, v1, a11);
+    a12 = _mm512_fmadd_ps(b, v2, a12), a13 = _mm512_fmadd_ps(b, v3, a13);
+    b = _mm512_set1_ps(P[2 * ldS + j]);
+    a20 = _mm512_fmadd_ps(b, v0, a20), a21 = _mm512_fmadd_ps(b, v1, a21);
+    a22 = _mm512_fmadd_ps(b, v2, a22), a23 = _mm512_fmadd_ps(b, v3, a23);
+    b = _mm512_set1_ps(P[3 * ldS + j]);
+    a30 = _mm512_fmadd_ps(b, v0, a30), a31 = _mm512_fmadd_ps(b, v1, a31);
+    a32 = _mm512_fmadd_ps(b, v2, a32), a33 = _mm512_fmadd_ps(b, v3, a33);
+  }
+#define ST4(r, x0, x1, x2, x3)                                                                     \
+  do {                                                                                             \
+    __m512 s_ = _mm512_set1_ps(inv[r]);                                                            \
+    _mm512_storeu_ps(o + (r)*ldo, _mm512_mul_ps(x0, s_));                                          \
+    _mm512_storeu_ps(o + (r)*ldo + 16, _mm512_mul_ps(x1, s_));                                     \
+    _mm512_storeu_ps(o + (r)*ldo + 32, _mm512_mul_ps(x2, s_));                                     \
+    _mm512_storeu_ps(o + (r)*ldo + 48, _mm512_mul_ps(x3, s_));                                     \
+  } while (0)
+  ST4(0, a00, a01, a02, a03);
+  ST4(1, a10, a11, a12, a13);
+  ST4(2, a20, a21, a22, a23);
+  ST4(3, a30, a31, a32, a33);
+#undef ST4
+}
+
+/* o[8 rows, 16 dims (mask m)] = inv[r] * P[8 rows, :n] @ vp[:n, 16 dims] */
+AVX512 static void pv_8x1(const float *P, int64_t ldS, const float *vp, int64_t D, int64_t n,
+                          __mmask16 m, float *o, int64_t ldo, const float *inv) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t j = 0; j < n; j++) {
+    __m512 v = _mm512_maskz_loadu_ps(m, vp + j * D);
+    a0 = _mm512_fmadd_ps(_mm512_set1_ps(P[j]), v, a0);
+    a1 = _mm512_fmadd_ps(_mm512_set1_ps(P[ldS + j]), v, a1);
+    a2 = _mm512_fmadd_ps(_mm512_set1_ps(P[2 * ldS + j]), v, a2);
+    a3 = _mm512_fmadd_ps(_mm512_set1_ps(P[3 * ldS + j]), v, a3);
+    a4 = _mm512_fmadd_ps(_mm512_set1_ps(P[4 * ldS + j]), v, a4);
+    a5 = _mm512_fmadd_ps(_mm512_set1_ps(P[5 * ldS + j]), v, a5);
+    a6 = _mm512_fmadd_ps(_mm512_set1_ps(P[6 * ldS + j]), v, a6);
+    a7 = _mm512_fmadd_ps(_mm512_set1_ps(P[7 * ldS + j]), v, a7);
+  }
+  __m512 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+  for (int r = 0; r < 8; r++)
+    _mm512_mask_storeu_ps(o + r * ldo, m, _mm512_mul_ps(acc[r], _mm512_set1_ps(inv[r])));
+}
+
+/* o[1 row, 16 dims (mask m)] */
+AVX512 static void pv_1x1(const float *P, const float *vp, int64_t D, int64_t n, __mmask16 m,
+                          float *o, float inv) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    a0 = _mm512_fmadd_ps(_mm512_set1_ps(P[j]), _mm512_maskz_loadu_ps(m, vp + j * D), a0);
+    a1 = _mm512_fmadd_ps(_mm512_set1_ps(P[j + 1]), _mm512_maskz_loadu_ps(m, vp + (j + 1) * D), a1);
+  }
+  if (j < n) a0 = _mm512_fmadd_ps(_mm512_set1_ps(P[j]), _mm512_maskz_loadu_ps(m, vp + j * D), a0);
+  _mm512_mask_storeu_ps(o, m, _mm512_mul_ps(_mm512_add_ps(a0, a1), _mm512_set1_ps(inv)));
+}
+
+/* o [R, D] (row stride ldo) = diag(inv) P [R, n] @ vp [n, D] */
+AVX512 static void pv_block(const float *P, int64_t ldS, const float *vp, int64_t D, int64_t R,
+                            int64_t n, float *o, int64_t ldo, const float *inv) {
+  int64_t d = 0;
+  for (; d + 64 <= D; d += 64) {
+    int64_t r = 0;
+    for (; r + 4 <= R; r += 4)
+      pv_4x4(P + r * ldS, ldS, vp + d, D, n, o + r * ldo + d, ldo, inv + r);
+    for (; r < R; r++)
+      for (int c = 0; c < 4; c++)
+        pv_1x1(P + r * ldS, vp + d + 16 * c, D, n, 0xffff, o + r * ldo + d + 16 * c, inv[r]);
+  }
+  for (; d < D; d += 16) {
+    int64_t w = D - d < 16 ? D - d : 16;
+    __mmask16 m = (__mmask16)((1u << w) - 1);
+    int64_t r = 0;
+    for (; r + 8 <= R; r += 8)
+      pv_8x1(P + r * ldS, ldS, vp + d, D, n, m, o + r * ldo + d, ldo, inv + r);
+    for (; r < R; r++) pv_1x1(P + r * ldS, vp + d, D, n, m, o + r * ldo + d, inv[r]);
+  }
+}
+
+/* s[0..ld) := exp(s - max(s[0..n))) for j < n, 0 after; returns 1/sum */
+AVX512 static float exp_row(float *s, int64_t n, int64_t ld) {
+  vf16 mv = VF_SPLAT(-__builtin_inff());
+  int64_t i = 0;
+  for (; i + VF_N <= n; i += VF_N) mv = VF_MAX(VF_LOAD(s + i), mv);
+  float m = -__builtin_inff();
+  for (int k = 0; k < VF_N; k++) m = mv[k] > m ? mv[k] : m;
+  for (; i < n; i++) m = s[i] > m ? s[i] : m;
+  vf16 acc = {0};
+  for (i = 0; i + VF_N <= n; i += VF_N) {
+    vf16 e = VF_EXP(VF_LOAD(s + i) - m);
+    acc += e;
+    VF_STORE(s + i, e);
+  }
+  if (i < n) {
+    vf16 e = VF_EXP(VF_LOAD_PART(s + i, n - i) - m);
+    for (int64_t k = n - i; k < VF_N; k++) e[k] = 0.0f;
+    acc += e;
+    VF_STORE(s + i, e); /* zeros past n: i + 16 <= ld */
+    i += VF_N;
+  }
+  for (; i < ld; i += VF_N) VF_STORE(s + i, VF_SPLAT(0.0f));
+  float sum = 0;
+  for (int k = 0; k < VF_N; k++) sum += acc[k];
+  return 1.0f / sum;
+}
+
+void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int64_t keys,
+                      float *scratch) {
+  int64_t ldS = round16(keys);
+  float *kt = scratch, *vp = kt + D * ldS;
+  for (int64_t j0 = 0; j0 < ldS; j0 += 16) /* 16 keys at a time: rows of k read once */
+    for (int64_t d = 0; d < D; d++)
+      for (int64_t j = j0; j < j0 + 16; j++) kt[d * ldS + j] = j < keys ? k[j * HD + d] : 0.0f;
+  for (int64_t j = 0; j < keys; j++) memcpy(vp + j * D, v + j * HD, (size_t)D * sizeof(float));
+  memset(vp + keys * D, 0, (size_t)((ldS - keys) * D) * sizeof(float));
+}
+
+AVX512 void attn_block_avx512(const float *q, float *o, int64_t HD, int64_t D, int64_t R,
+                              int64_t r0, int64_t keys, int causal, float scale, float *scratch) {
+  int64_t ldS = round16(keys);
+  const float *kt = scratch, *vp = kt + D * ldS;
+  float *S = scratch + 2 * D * ldS, *inv = S + R * ldS;
+  /* rows of this block see keys [0, kb) */
+  int64_t kb = causal && r0 + R < keys ? r0 + R : keys;
+  int64_t ldb = round16(kb);
+  qk_block(q, HD, kt, ldS, D, R, ldb, scale, S);
+  for (int64_t r = 0; r < R; r++) {
+    int64_t n = causal ? (r0 + r + 1 < kb ? r0 + r + 1 : kb) : kb;
+    inv[r] = exp_row(S + r * ldS, n, ldb);
+  }
+  pv_block(S, ldS, vp, D, R, ldb, o, HD, inv);
+}
+
+#else
+int attn_avx512_available(void) {
+  return 0;
+}
+size_t attn_avx512_scratch(int64_t R, int64_t Lk, int64_t D) {
+  return 0;
+}
+void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int64_t keys,
+                      float *scratch) {}
+void attn_block_avx512(const float *q, float *o, int64_t HD, int64_t D, int64_t R, int64_t r0,
+                       int64_t keys, int causal, float scale, float *scratch) {}
+#endif
