@@ -70,6 +70,13 @@ struct soup_backend {
 
   /* digest = SHA-256 of acc[n] as int64 little-endian bytes. */
   int (*hash)(const int64_t *acc, int64_t n, uint8_t digest[32]);
+
+  /* 1 if alloc'd memory is host-addressable (CPU); else the engine moves
+   * bytes with download/upload (export, snapshots). Either may be NULL on a
+   * backend without them: those features then fail cleanly. */
+  int host_memory;
+  int (*download)(void *host, const void *mem, size_t bytes);
+  int (*upload)(void *mem, const void *host, size_t bytes);
 };
 
 /* The CPU implementation (AVX2/AVX-512 clones where the CPU has them; same bits). */

@@ -93,6 +93,7 @@ struct soup_version {
   enum dtype dtype;
   size_t n_tensors;
   const struct soup_tensor *tensors; /* sorted by name */
+  const struct soup_backend *be;     /* owner of the tensors' memory */
 };
 
 struct soup_stats {

@@ -97,3 +97,8 @@ static inline float soup_load_f32(const void *p, int64_t i) {
   memcpy(&v, (const unsigned char *)p + 4 * i, 4);
   return v;
 }
+
+/* Host-readable bytes of backend memory: mem itself on a host-memory backend,
+ * else a malloc'd copy (*to_free, caller frees). NULL with *err on failure. */
+const void *soup_host_bytes(const struct soup_backend *be, const void *mem, size_t bytes,
+                            void **to_free, char **err);

@@ -131,6 +131,7 @@ static int buf_init(struct soup *s, struct soup_buf *b) {
     off += (size_t)s->t[i].numel;
   }
   b->ver.dtype = s->infer;
+  b->ver.be = s->be;
   b->ver.n_tensors = s->n;
   b->ver.tensors = b->tensors;
   return 0;

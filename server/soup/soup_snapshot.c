@@ -8,9 +8,8 @@
  * the hash it records; the check runs before the accumulator is touched, so a
  * corrupt or foreign snapshot changes nothing. Writing goes to path.tmp, is
  * fsynced and renamed over path (atomic). Both calls belong to the single
- * writer (serialized with apply/switch). The accumulator is read and written
- * in place (memcpy): host-memory backends only; a device backend will need an
- * upload/download op in soup_backend.
+ * writer (serialized with apply/switch). On a backend whose memory is not
+ * host memory the accumulator moves through its download/upload ops.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +29,7 @@ int soup_snapshot_write(struct soup *s, const char *path, uint64_t version, char
   struct st_write_tensor *tw = calloc(s->n, sizeof *tw);
   json_t *meta = json_object();
   char hex[65], buf[32];
+  void *host = NULL;
   if (!tmp || !tw || !meta) {
     *err = soup_strdupf("out of memory");
     goto done;
@@ -40,12 +40,17 @@ int soup_snapshot_write(struct soup *s, const char *path, uint64_t version, char
     goto done;
   }
   soup_hash_hex(s, hex);
+  const int64_t *acc = soup_host_bytes(s->be, s->acc_mem, (size_t)s->params * 8, &host, err);
+  if (!acc) {
+    rc = -EIO;
+    goto done;
+  }
   for (size_t i = 0; i < s->n; i++) {
     tw[i].name = s->t[i].name;
     tw[i].dtype = ST_I64;
     tw[i].ndim = s->t[i].ndim;
     tw[i].shape = s->t[i].shape;
-    tw[i].data = s->t[i].acc;
+    tw[i].data = acc + (s->t[i].acc - s->acc_mem);
   }
   json_object_set_new(meta, "soup_format", json_string(SNAP_FORMAT));
   snprintf(buf, sizeof buf, "%" PRIu64, version);
@@ -66,6 +71,7 @@ int soup_snapshot_write(struct soup *s, const char *path, uint64_t version, char
   close(fd);
   rc = 0;
 done:
+  free(host);
   free(tmp);
   free(tw);
   json_decref(meta);
@@ -85,8 +91,11 @@ static int load_one(void *ctx, size_t i) {
   const struct st_tensor *t = &c->f->tensors[c->map[i]];
   const struct soup_meta *m = &c->s->t[i];
   if (c->copy) {
-    memcpy(m->acc, t->data, (size_t)m->numel * 8); /* host backend memory */
-    return 0;
+    if (c->s->be->host_memory) {
+      memcpy(m->acc, t->data, (size_t)m->numel * 8);
+      return 0;
+    }
+    return c->s->be->upload(m->acc, t->data, (size_t)m->numel * 8) ? -EIO : 0;
   }
   /* hash the file's bytes as they are (LE int64, possibly unaligned) */
   int64_t *tmp = malloc((size_t)(m->numel ? m->numel : 1) * 8);
@@ -106,6 +115,10 @@ int soup_snapshot_load(struct soup *s, const char *path, uint64_t *version, char
   struct st_file *f = NULL;
   size_t *map = NULL;
   uint8_t(*digest)[32] = NULL;
+  if (!s->be->host_memory && !s->be->upload) {
+    *err = soup_strdupf("the %s backend cannot load snapshots (no upload op)", s->be->name);
+    return -ENOTSUP;
+  }
   int rc = st_open(path, &f, err);
   if (rc) return rc;
   rc = -EINVAL;
@@ -156,7 +169,18 @@ int soup_snapshot_load(struct soup *s, const char *path, uint64_t *version, char
   }
   /* verified: take it */
   c.copy = 1;
-  soup_par_for(s, load_one, &c);
+  if (soup_par_for(s, load_one, &c)) {
+    /* only a device upload can fail here: the accumulator is now unknown */
+    pthread_mutex_lock(&s->mu);
+    s->hash_hex[0] = 0;
+    s->digests_stale = 1;
+    s->undo_valid = 0;
+    s->buf[1 - s->live].state = 0;
+    pthread_mutex_unlock(&s->mu);
+    rc = -EIO;
+    *err = soup_strdupf("%s: uploading the accumulator failed; the soup must be rebuilt", path);
+    goto done;
+  }
   pthread_mutex_lock(&s->mu);
   memcpy(s->digest, digest, s->n * sizeof *digest);
   s->K = (int64_t)K;

@@ -2,7 +2,9 @@
  *  - write, load into a fresh soup, materialize, switch: same hash and bits
  *    as the original, and further updates agree;
  *  - a snapshot with one flipped accumulator byte, or taken over another
- *    base, is refused and the soup is unchanged.
+ *    base, is refused and the soup is unchanged;
+ *  - on a backend whose memory is not host memory, snapshots and export go
+ *    through its download/upload ops.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -131,10 +133,68 @@ static void test_refuses_corrupt_or_foreign(void **state) {
   unlink(path);
 }
 
+/* A backend that claims device memory (the CPU ops, but bytes must move
+ * through download/upload): export and snapshots must use them. */
+static int n_down, n_up;
+static int fake_down(void *h, const void *m, size_t b) {
+  n_down++;
+  memcpy(h, m, b);
+  return 0;
+}
+static int fake_up(void *m, const void *h, size_t b) {
+  n_up++;
+  memcpy(m, h, b);
+  return 0;
+}
+
+static void test_device_memory_backend(void **state) {
+  (void)state;
+  static struct soup_backend fake;
+  fake = *soup_backend_cpu();
+  fake.name = "fake-device";
+  fake.host_memory = 0;
+  fake.download = fake_down;
+  fake.upload = fake_up;
+  char snap[] = "/tmp/test_soup_snap_XXXXXX", exp[] = "/tmp/test_soup_exp_XXXXXX";
+  close(mkstemp(snap));
+  close(mkstemp(exp));
+  char *err = NULL;
+  struct soup *a = NULL, *b = NULL, *ref = mk(base_f);
+  assert_int_equal(soup_new(base_f, &fake, DT_F32, &a, &err), 0);
+  assert_int_equal(soup_new(base_f, &fake, DT_F32, &b, &err), 0);
+  app(a, 0, 65536, 1);
+  app(ref, 0, 65536, 1);
+  assert_same(a, ref);
+  assert_int_equal(soup_snapshot_write(a, snap, 1, &err), 0);
+  assert_true(n_down > 0);
+  assert_int_equal(soup_snapshot_load(b, snap, NULL, NULL, &err), 0);
+  assert_true(n_up > 0);
+  assert_int_equal(soup_materialize_spare(b, &err), 0);
+  assert_int_equal(soup_switch(b, 1, &err), 0);
+  assert_same(b, ref);
+  int before = n_down;
+  const struct soup_version *v = soup_acquire(b);
+  assert_int_equal(soup_export(v, exp, NULL, &err), 0);
+  assert_true(n_down > before);
+  struct st_file *f = NULL;
+  assert_int_equal(st_open(exp, &f, &err), 0);
+  for (size_t i = 0; i < v->n_tensors; i++)
+    assert_memory_equal(st_find(f, v->tensors[i].name)->data, v->tensors[i].data,
+                        (size_t)v->tensors[i].numel * 4);
+  st_close(f);
+  soup_release(b, v);
+  soup_free(a);
+  soup_free(b);
+  soup_free(ref);
+  unlink(snap);
+  unlink(exp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_refuses_corrupt_or_foreign),
+      cmocka_unit_test(test_device_memory_backend),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
