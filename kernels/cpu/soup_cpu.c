@@ -328,6 +328,15 @@ static int cpu_hash(const int64_t *acc, int64_t n, uint8_t digest[32]) {
   return 0;
 }
 
+static int cpu_copy_out(void *host, const void *mem, size_t bytes) {
+  memcpy(host, mem, bytes);
+  return 0;
+}
+static int cpu_copy_in(void *mem, const void *host, size_t bytes) {
+  memcpy(mem, host, bytes);
+  return 0;
+}
+
 static void *cpu_alloc(size_t bytes) {
   return calloc(1, bytes ? bytes : 1);
 }
@@ -346,6 +355,9 @@ const struct soup_backend *soup_backend_cpu(void) {
       .materialize = cpu_materialize,
       .convert = cpu_convert,
       .hash = cpu_hash,
+      .host_memory = 1,
+      .download = cpu_copy_out,
+      .upload = cpu_copy_in,
   };
   return &be;
 }

@@ -98,7 +98,10 @@ static int prepare(struct soup *s, const struct soup_view *v, size_t n, size_t *
     *map = NULL;
     return -EINVAL;
   }
-  s->last_validate_ms = soup_now_ms() - t0;
+  double ms = soup_now_ms() - t0;
+  pthread_mutex_lock(&s->mu);
+  s->last_validate_ms = ms;
+  pthread_mutex_unlock(&s->mu);
   return 0;
 }
 
