@@ -16,6 +16,7 @@
  *    with the shard in memory n times).
  */
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,9 +255,34 @@ int main(int argc, char **argv) {
     off += numel[i];
   }
 
+  /* (a) bandwidth baseline first (its buffers are freed before the soup exists) */
+  double bwt[50], ht[50], kt[50], t0;
+  {
+    int64_t *acc = calloc((size_t)params, 8);
+    void *out = calloc((size_t)params, osz);
+    if (!acc || !out) {
+      fprintf(stderr, "out of memory for the baseline (run with a smaller scale)\n");
+      return 1;
+    }
+    bw_run(acc, shard, out, osz, params); /* fault the pages in */
+    for (int r = 0; r < runs; r++) bwt[r] = bw_run(acc, shard, out, osz, params);
+    for (int r = 0; r < runs; r++) {
+      struct hw h[2] = {{acc, 0, params / 2}, {acc, params / 2, params}};
+      pthread_t th;
+      t0 = now_ms();
+      pthread_create(&th, NULL, hash_worker, &h[1]);
+      hash_worker(&h[0]);
+      pthread_join(th, NULL);
+      ht[r] = now_ms() - t0;
+    }
+    for (int r = 0; r < runs; r++)
+      kt[r] = kernel_run(acc, v, NT, out, infer, params, r % 2 ? -65536 : 65536);
+    free(acc);
+    free(out);
+  }
   char *err = NULL;
   struct soup *s = NULL;
-  double t0 = now_ms();
+  t0 = now_ms();
   if (soup_new_views(v, NT, soup_backend_cpu(), infer, &s, &err)) {
     fprintf(stderr, "soup_new: %s\n", err);
     return 1;
@@ -290,31 +316,6 @@ int main(int argc, char **argv) {
     if (l == 0) val_med = median(val, runs);
   }
 
-  /* (a) bandwidth baseline on the soup's own buffers' sizes (fresh buffers) */
-  double bwt[50], ht[50], kt[50];
-  {
-    int64_t *acc = calloc((size_t)params, 8);
-    void *out = calloc((size_t)params, osz);
-    if (!acc || !out) {
-      fprintf(stderr, "out of memory for the baseline (run with a smaller scale)\n");
-      return 1;
-    }
-    bw_run(acc, shard, out, osz, params); /* fault the pages in */
-    for (int r = 0; r < runs; r++) bwt[r] = bw_run(acc, shard, out, osz, params);
-    for (int r = 0; r < runs; r++) {
-      struct hw h[2] = {{acc, 0, params / 2}, {acc, params / 2, params}};
-      pthread_t th;
-      t0 = now_ms();
-      pthread_create(&th, NULL, hash_worker, &h[1]);
-      hash_worker(&h[0]);
-      pthread_join(th, NULL);
-      ht[r] = now_ms() - t0;
-    }
-    for (int r = 0; r < runs; r++)
-      kt[r] = kernel_run(acc, v, NT, out, infer, params, r % 2 ? -65536 : 65536);
-    free(acc);
-    free(out);
-  }
   double bw_med = median(bwt, runs), h_med = median(ht, runs), k_med = median(kt, runs);
   double bytes = (double)params * (2 + 16 + (double)osz);
 
@@ -351,6 +352,9 @@ int main(int argc, char **argv) {
   printf("%-8s %14s %22s\n", "n", "rebuild ms", "rebuild/register(n)");
   for (int l = 0; l < 3; l++)
     printf("%-8d %14.0f %22.2f\n", levels[l], rb_med[l], rb_med[l] / reg_med[l]);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("\npeak RSS %.2f GB\n", ru.ru_maxrss / 1e6);
   soup_free(s);
   free(shard);
   free(v);
