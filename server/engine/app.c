@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "diffusion/pipeline.h"
+#include "formats/keymap_apply.h"
 #include "formats/model_dir.h"
 #include "kernels/backend.h"
 #include "formats/safetensors.h"
@@ -35,6 +36,17 @@ static char *errf(const char *fmt, const char *a, const char *b) {
 
 void app_shard_path(const struct app *a, const char *sha256, char *out, size_t len) {
   snprintf(out, len, "%s/%s.safetensors", a->shards_dir, sha256);
+}
+
+int app_shard_open(const struct app *a, const char *path, struct st_file **f, char **err) {
+  /* a real SD UNet header is ~100 KB; jansson needs ~14x the header in memory */
+  if (st_open_limit(path, 16u << 20, f, err) != 0) return -1;
+  if (st_is_ldm(*f) && st_apply_ldm_names(*f, a->model->unet_config, err) != 0) {
+    st_close(*f);
+    *f = NULL;
+    return -1;
+  }
+  return 0;
 }
 
 static int mkdir_p(const char *dir, char **err) {
@@ -156,7 +168,7 @@ static int app_soup_rebuild(struct app *a, char **err) {
     app_shard_path(a, rows[i].sha256, path, sizeof path);
     struct st_file *f = NULL;
     char *e2 = NULL;
-    if (st_open(path, &f, &e2) != 0) {
+    if (app_shard_open(a, path, &f, &e2) != 0) {
       *err = errf("active shard %s: its stored file cannot be read (%s); refusing to serve a "
                   "soup that differs from the registry",
                   rows[i].name, e2 ? e2 : "?");

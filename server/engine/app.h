@@ -65,6 +65,10 @@ struct op_error {
 int app_open(struct app *a, char **err);
 void app_close(struct app *a);
 
+/* Opens a shard file (header capped at 16 MiB), with original LDM names
+ * converted to diffusers names. */
+int app_shard_open(const struct app *a, const char *path, struct st_file **f, char **err);
+
 /* Path of a stored shard file (content-addressed). */
 void app_shard_path(const struct app *a, const char *sha256, char *out, size_t len);
 

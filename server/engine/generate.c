@@ -196,6 +196,26 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
     gen_request_clear(g);
     return -1;
   }
+  /* The model's own limits (e.g. clip_skip within its text layers). */
+  struct gen_params p = d;
+  p.prompt = g->prompt, p.negative_prompt = g->negative_prompt;
+  p.steps = g->steps, p.guidance_scale = (float)g->guidance_scale;
+  p.guidance_rescale = (float)g->guidance_rescale, p.eta = (float)g->eta;
+  p.width = g->width, p.height = g->height, p.n = g->n, p.clip_skip = g->clip_skip;
+  p.scheduler = g->scheduler[0] ? g->scheduler : NULL;
+  char *perr = NULL;
+  if (pipeline_check_params(a->pipe, &p, &perr) != 0) {
+    char field[32] = "body";
+    const char *colon = perr ? strchr(perr, ':') : NULL;
+    if (colon && (size_t)(colon - perr) < sizeof field) {
+      memcpy(field, perr, (size_t)(colon - perr));
+      field[colon - perr] = 0;
+    }
+    field_error(e, field, perr ? perr : "not accepted by this model");
+    free(perr);
+    gen_request_clear(g);
+    return -1;
+  }
   if (!g->seed_given) {
     uint64_t s = 0;
     RAND_bytes((unsigned char *)&s, sizeof s);

@@ -30,8 +30,6 @@
 #define NAME_MAX_LEN 128
 #define DESCRIPTION_MAX 4096
 #define METADATA_MAX 64
-/* A real SD UNet header is ~100 KB; jansson needs ~14x the header in memory. */
-#define SHARD_HEADER_MAX (16u << 20)
 
 static int fail(struct op_error *e, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -293,7 +291,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
 
   /* Validate the file completely before anything changes. */
   struct st_file *f = NULL;
-  if (st_open_limit(in->tmp_path, SHARD_HEADER_MAX, &f, &err) != 0) {
+  if (app_shard_open(a, in->tmp_path, &f, &err) != 0) {
     fail_field(e, 422, "file", err ? err : "not a valid safetensors file");
     free(err);
     return -1;
@@ -429,7 +427,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
   char path[1200];
   app_shard_path(a, s.sha256, path, sizeof path);
   struct st_file *f = NULL;
-  if (st_open(path, &f, &err) != 0) {
+  if (app_shard_open(a, path, &f, &err) != 0) {
     log_error("shard %lld: stored file unreadable: %s", (long long)id, err ? err : "?");
     free(err);
     fail(e, 500, "the stored file of shard %lld cannot be read", (long long)id);
@@ -529,7 +527,7 @@ int app_soup_verify(struct app *a, const struct actor *who, json_t **result, str
   for (size_t i = 0; i < n && rc == 0; i++) {
     char path[1200];
     app_shard_path(a, rows[i].sha256, path, sizeof path);
-    if (st_open(path, &files[i], &err) != 0 ||
+    if (app_shard_open(a, path, &files[i], &err) != 0 ||
         soup_views_from_st(files[i], &views[i], &src[i].n, &err) != 0) {
       rc = fail(e, 500, "the stored file of shard %lld cannot be read", (long long)rows[i].id);
       break;

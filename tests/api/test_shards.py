@@ -235,3 +235,29 @@ def test_reweight(admin, shard_a, shard_b):
     assert_problem(admin.patch(f"/shards/{a['id']}", json={"weight": -1}), 422)
     assert_problem(admin.patch(f"/shards/{a['id']}", json={}), 422)
     assert admin.patch(f"/shards/{a['id']}", json={"weight": 1.0}).json()["soup"]["hash"] == h0
+
+
+def test_original_ldm_names_are_converted(admin):
+    """A shard saved with original LDM single-file names (here with VAE and
+    text-encoder tensors too) registers as the same UNet; the name mapping
+    itself is checked against diffusers in tests/unit/test_formats_keymap.c."""
+    from conftest import SRC, st_read
+    import tempfile
+
+    path = SRC / "tests/fixtures/unet/tiny-sd2_ldm.safetensors"
+    r = admin.upload(path.read_bytes(), "ldm")
+    assert r.status_code == 201, r.text
+    sh = r.json()["shard"]
+    base = base_tensors()
+    assert sh["tensors"] == len(base)
+    exp = admin.get("/soup/export")
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
+        f.write(exp.content)
+        f.flush()
+        soup = st_read(f.name)[0]
+    assert soup.keys() == base.keys()
+    ldm = st_read(path)[0]
+    unet = [v for k, v in ldm.items() if k.startswith("model.diffusion_model.")]
+    want = np.sort(np.concatenate([v.astype(np.float64).ravel() for v in unet]))
+    got = np.sort(np.concatenate([v.astype(np.float64).ravel() for v in soup.values()]))
+    assert np.abs(want - got).max() <= 1e-6 * np.abs(want).max()
