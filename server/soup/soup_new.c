@@ -78,28 +78,61 @@ static int64_t view_numel(const struct soup_view *v) {
   return n;
 }
 
-/* Exponent e with max|w| < 2^e, from the base values (doubles are exact). */
-static int base_exponent(const struct soup_view *v, int64_t n, int64_t *bad) {
-  double mx = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double x;
-    if (v->dtype == ST_F32)
-      x = soup_load_f32(v->data, i);
-    else if (v->dtype == ST_F16)
-      x = f16_to_f32(soup_load_u16(v->data, i));
-    else
-      x = bf16_to_f32(soup_load_u16(v->data, i));
-    if (!isfinite(x)) {
-      *bad = i;
-      return INT32_MIN;
+/* Exponent e with max|w| < 2^e, from the largest absolute bit pattern
+ * (ordered like magnitudes); INT32_MIN if a value is NaN/Inf (*bad: index). */
+static int base_exponent(enum dtype dt, const void *data, int64_t n, int64_t *bad) {
+  uint32_t mx = 0, inf = dt == DT_F32 ? 0x7f800000u : dt == DT_F16 ? 0x7c00u : 0x7f80u;
+  if (dt == DT_F32) {
+    for (int64_t i = 0; i < n; i++) {
+      uint32_t u;
+      memcpy(&u, (const unsigned char *)data + 4 * i, 4);
+      u &= 0x7fffffffu;
+      mx = u > mx ? u : mx;
     }
-    x = fabs(x);
-    mx = x > mx ? x : mx;
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      uint32_t u = soup_load_u16(data, i) & 0x7fffu;
+      mx = u > mx ? u : mx;
+    }
   }
-  if (mx == 0) return SOUP_E_MIN;
+  if (mx >= inf) {
+    for (int64_t i = 0;; i++) {
+      uint32_t u;
+      if (dt == DT_F32)
+        memcpy(&u, (const unsigned char *)data + 4 * i, 4);
+      else
+        u = soup_load_u16(data, i);
+      if ((u & (dt == DT_F32 ? 0x7fffffffu : 0x7fffu)) >= inf) {
+        *bad = i;
+        return INT32_MIN;
+      }
+    }
+  }
+  double x;
+  if (dt == DT_F32) {
+    float f;
+    memcpy(&f, &mx, 4);
+    x = f;
+  } else {
+    x = dt == DT_F16 ? f16_to_f32((uint16_t)mx) : bf16_to_f32((uint16_t)mx);
+  }
+  if (x == 0) return SOUP_E_MIN;
   int e;
-  frexp(mx, &e); /* mx = f * 2^e, f in [0.5, 1): mx < 2^e */
+  frexp(x, &e); /* x = f * 2^e, f in [0.5, 1): max|w| < 2^e */
   return e < SOUP_E_MIN ? SOUP_E_MIN : e > SOUP_E_MAX ? SOUP_E_MAX : e;
+}
+
+struct fctx {
+  struct soup *s;
+  int64_t *bad; /* [n] index of a NaN/Inf, or -1 */
+};
+
+static int f_one(void *ctx, size_t i) {
+  struct fctx *c = ctx;
+  struct soup_meta *m = &c->s->t[i];
+  int e = base_exponent(m->base_dt, m->base_data, m->numel, &c->bad[i]);
+  if (e != INT32_MIN) m->F = SOUP_Q_LIMIT_BITS - SOUP_HEADROOM_BITS - e;
+  return 0;
 }
 
 static int cmp_view_ptr(const void *a, const void *b) {
@@ -220,17 +253,28 @@ int soup_new_views(const struct soup_view *base, size_t n, const struct soup_bac
     m->numel = view_numel(v);
     m->base_dt = (enum dtype)soup_st_to_dtype(v->dtype);
     m->base_data = v->data;
-    int64_t bad = 0;
-    int e = base_exponent(v, m->numel, &bad);
-    if (e == INT32_MIN) {
-      *err = soup_strdupf("base: tensor %s has a NaN/Inf at index %lld", v->name, (long long)bad);
-      goto fail;
-    }
-    m->F = SOUP_Q_LIMIT_BITS - SOUP_HEADROOM_BITS - e;
     s->params += m->numel;
     s->order[i] = i;
   }
   qsort_r(s->order, n, sizeof *s->order, cmp_size_desc, s);
+  {
+    struct fctx fc = {.s = s, .bad = malloc(n * sizeof(int64_t))};
+    if (!fc.bad) {
+      rc = -ENOMEM;
+      *err = soup_strdupf("out of memory");
+      goto fail;
+    }
+    for (size_t i = 0; i < n; i++) fc.bad[i] = -1;
+    soup_par_for(s, f_one, &fc);
+    for (size_t i = 0; i < n; i++)
+      if (fc.bad[i] >= 0) {
+        *err = soup_strdupf("base: tensor %s has a NaN/Inf at index %lld", s->t[i].name,
+                            (long long)fc.bad[i]);
+        free(fc.bad);
+        goto fail;
+      }
+    free(fc.bad);
+  }
   rc = -ENOMEM;
   s->acc_mem = be->alloc((size_t)s->params * sizeof(int64_t));
   if (!s->acc_mem || buf_init(s, &s->buf[0]) || buf_init(s, &s->buf[1])) {

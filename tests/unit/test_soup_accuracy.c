@@ -318,6 +318,25 @@ static void test_total_weight_cap(void **state) {
   soup_free(s);
 }
 
+static void test_base_with_nan_refused(void **state) {
+  (void)state;
+  for (int ti = 0; ti < TS_N; ti += 2) { /* F16, F32 and F16 base tensors */
+    struct ts_model b;
+    ts_make_base(&b, 21);
+    ts_store(&b, ti, 2, ti == 2 ? INFINITY : NAN);
+    struct soup_view v[TS_N];
+    ts_views(&b, v);
+    struct soup *s = NULL;
+    char *err = NULL;
+    assert_true(soup_new_views(v, TS_N, soup_backend_cpu(), DT_F32, &s, &err) < 0);
+    assert_null(s);
+    assert_non_null(strstr(err, ts_names[ti]));
+    assert_non_null(strstr(err, "index 2"));
+    free(err);
+    ts_free(&b);
+  }
+}
+
 static void test_weight_quantize(void **state) {
   (void)state;
   int64_t kq = 0;
@@ -344,9 +363,10 @@ static void test_weight_quantize(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bound_vs_fp64),      cmocka_unit_test(test_single_f16_shard_exact),
-      cmocka_unit_test(test_empty_soup_is_base), cmocka_unit_test(test_rejects_change_nothing),
-      cmocka_unit_test(test_total_weight_cap),   cmocka_unit_test(test_weight_quantize),
+      cmocka_unit_test(test_bound_vs_fp64),         cmocka_unit_test(test_single_f16_shard_exact),
+      cmocka_unit_test(test_empty_soup_is_base),    cmocka_unit_test(test_rejects_change_nothing),
+      cmocka_unit_test(test_total_weight_cap),      cmocka_unit_test(test_weight_quantize),
+      cmocka_unit_test(test_base_with_nan_refused),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
