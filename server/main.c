@@ -180,10 +180,15 @@ static int cmd_serve(int argc, char **argv) {
 
   log_info("soupd %s starting (backends: %s)", SOUPD_VERSION, soupd_backends());
   if (strcmp(dev, "auto") == 0) log_info("device auto: no CUDA backend available, using the CPU");
-  if (app_open(&app, &err) != 0) goto fail_app;
+  /* Listen first: /healthz answers and /readyz says 503 while the registry
+   * is checked and the soup rebuilt (minutes for a large store). */
   struct http_server *http = NULL;
   if (engine_start(&app, &app.engine, &err) != 0) goto fail_app;
   if (http_start(&app, &http, &err) != 0) goto fail_app;
+  if (app_open(&app, &err) != 0) {
+    http_stop(http);
+    goto fail_app;
+  }
   atomic_store(&app.ready, 1);
   log_info("ready");
 

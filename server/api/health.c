@@ -11,12 +11,12 @@ enum MHD_Result api_healthz(struct request *r) {
 }
 
 enum MHD_Result api_readyz(struct request *r) {
-  if (!registry_healthy(r->app->reg))
-    return reply_problemf(r, 503, "not ready: the registry hit an I/O error; restart soupd");
   if (!atomic_load(&r->app->ready) || atomic_load(&r->app->stopping))
     return reply_problemf(r, 503, "not ready: %s",
                           atomic_load(&r->app->stopping) ? "shutting down"
                                                          : "the soup is not materialized yet");
+  if (!registry_healthy(r->app->reg))
+    return reply_problemf(r, 503, "not ready: the registry hit an I/O error; restart soupd");
   return reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
 }
 

@@ -109,6 +109,8 @@ static enum MHD_Result request_begin(struct request *r, const char *url) {
     return reply_problemf(r, 404, "no route for %s", r->path);
   }
   r->path_id = id;
+  if (r->route->min_role != ROLE_NONE && !atomic_load(&a->ready))
+    return reply_problemf(r, 503, "starting: the registry and the soup are not ready yet");
   if (r->route->min_role != ROLE_NONE) {
     enum MHD_Result res;
     if (auth_check(r, r->route->min_role, &res) != 0) return res;
