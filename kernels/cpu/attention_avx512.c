@@ -5,7 +5,8 @@
  * scratch layout (attn_avx512_scratch(R, keys, D) floats):
  *   KT [D, ldS] = k_h^T and Vp [ldS, D] = v_h for `keys` keys, zero-padded
  *   to ldS = keys rounded up to 16 (attn_pack_avx512, once per task);
- *   S [R, ldS] scores and inv [R] for one block of R query rows.
+ *   S [R, ldS] scores, inv [R] and lane maxima rmax [R, 16] for one block
+ *   of R query rows.
  * attn_block_avx512, for query rows [r0, r0+R) (q and o point at row r0):
  *   S = scale * q_blk @ KT                  (4 rows x 64 keys per tile);
  *   P = exp(S - rowmax), zero past the row's last visible key (causal);
@@ -31,7 +32,7 @@ static inline int64_t round16(int64_t n) {
 
 size_t attn_avx512_scratch(int64_t R, int64_t keys, int64_t D) {
   int64_t ld = round16(keys);
-  return (size_t)(2 * D * ld + R * ld + R + 64);
+  return (size_t)(2 * D * ld + R * ld + 17 * R + 64);
 }
 
 /* The tiles below keep their accumulators in named registers (arrays of
@@ -39,7 +40,7 @@ size_t attn_avx512_scratch(int64_t R, int64_t keys, int64_t D) {
 
 /* S[4 rows, 64 keys] = scale * q[4 rows] . kt[:, 64 keys] */
 AVX512 static void qk_4x4(const float *q, int64_t ldq, const float *kt, int64_t ldS, int64_t D,
-                          __m512 sc, float *S) {
+                          __m512 sc, float *S, float *rmax) {
   __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
          a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
          a32 = a00, a33 = a00;
@@ -61,10 +62,14 @@ AVX512 static void qk_4x4(const float *q, int64_t ldq, const float *kt, int64_t 
     a32 = _mm512_fmadd_ps(b, k2, a32), a33 = _mm512_fmadd_ps(b, k3, a33);
   }
 #define ST4(r, x0, x1, x2, x3)                                                                     \
-  _mm512_storeu_ps(S + (r)*ldS, _mm512_mul_ps(x0, sc));                                            \
-  _mm512_storeu_ps(S + (r)*ldS + 16, _mm512_mul_ps(x1, sc));                                       \
-  _mm512_storeu_ps(S + (r)*ldS + 32, _mm512_mul_ps(x2, sc));                                       \
-  _mm512_storeu_ps(S + (r)*ldS + 48, _mm512_mul_ps(x3, sc))
+  do {                                                                                             \
+    __m512 y0 = _mm512_mul_ps(x0, sc), y1 = _mm512_mul_ps(x1, sc), y2 = _mm512_mul_ps(x2, sc),     \
+           y3 = _mm512_mul_ps(x3, sc);                                                             \
+    _mm512_storeu_ps(S + (r)*ldS, y0), _mm512_storeu_ps(S + (r)*ldS + 16, y1);                     \
+    _mm512_storeu_ps(S + (r)*ldS + 32, y2), _mm512_storeu_ps(S + (r)*ldS + 48, y3);                \
+    __m512 mx = _mm512_max_ps(_mm512_max_ps(y0, y1), _mm512_max_ps(y2, y3));                       \
+    _mm512_storeu_ps(rmax + 16 * (r), _mm512_max_ps(_mm512_loadu_ps(rmax + 16 * (r)), mx));        \
+  } while (0)
   ST4(0, a00, a01, a02, a03);
   ST4(1, a10, a11, a12, a13);
   ST4(2, a20, a21, a22, a23);
@@ -74,7 +79,7 @@ AVX512 static void qk_4x4(const float *q, int64_t ldq, const float *kt, int64_t 
 
 /* S[1 row, 16 keys] */
 AVX512 static void qk_1x1(const float *q, const float *kt, int64_t ldS, int64_t D, __m512 sc,
-                          float *S) {
+                          float *S, float *rmax) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0;
   int64_t d = 0;
   for (; d + 2 <= D; d += 2) {
@@ -82,23 +87,30 @@ AVX512 static void qk_1x1(const float *q, const float *kt, int64_t ldS, int64_t 
     a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), _mm512_loadu_ps(kt + (d + 1) * ldS), a1);
   }
   if (d < D) a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_loadu_ps(kt + d * ldS), a0);
-  _mm512_storeu_ps(S, _mm512_mul_ps(_mm512_add_ps(a0, a1), sc));
+  __m512 y = _mm512_mul_ps(_mm512_add_ps(a0, a1), sc);
+  _mm512_storeu_ps(S, y);
+  _mm512_storeu_ps(rmax, _mm512_max_ps(_mm512_loadu_ps(rmax), y));
 }
 
-/* S [R, keys] = scale * q [R, D] (row stride ldq) @ kt [D, keys]; keys % 16 == 0 */
+/* S [R, keys] = scale * q [R, D] (row stride ldq) @ kt [D, keys]; keys % 16 == 0.
+ * rmax [R, 16] receives per-row lane maxima of S (all keys, padding included). */
 AVX512 static void qk_block(const float *q, int64_t ldq, const float *kt, int64_t ldS, int64_t D,
-                            int64_t R, int64_t keys, float scale, float *S) {
+                            int64_t R, int64_t keys, float scale, float *S, float *rmax) {
   __m512 sc = _mm512_set1_ps(scale);
+  for (int64_t r = 0; r < R; r++)
+    _mm512_storeu_ps(rmax + 16 * r, _mm512_set1_ps(-__builtin_inff()));
   int64_t j = 0;
   for (; j + 64 <= keys; j += 64) {
     int64_t r = 0;
-    for (; r + 4 <= R; r += 4) qk_4x4(q + r * ldq, ldq, kt + j, ldS, D, sc, S + r * ldS + j);
+    for (; r + 4 <= R; r += 4)
+      qk_4x4(q + r * ldq, ldq, kt + j, ldS, D, sc, S + r * ldS + j, rmax + 16 * r);
     for (; r < R; r++)
       for (int c = 0; c < 4; c++)
-        qk_1x1(q + r * ldq, kt + j + 16 * c, ldS, D, sc, S + r * ldS + j + 16 * c);
+        qk_1x1(q + r * ldq, kt + j + 16 * c, ldS, D, sc, S + r * ldS + j + 16 * c, rmax + 16 * r);
   }
   for (; j < keys; j += 16)
-    for (int64_t r = 0; r < R; r++) qk_1x1(q + r * ldq, kt + j, ldS, D, sc, S + r * ldS + j);
+    for (int64_t r = 0; r < R; r++)
+      qk_1x1(q + r * ldq, kt + j, ldS, D, sc, S + r * ldS + j, rmax + 16 * r);
 }
 
 /* o[4 rows, 64 dims] = inv[r] * P[4 rows, :n] @ vp[:n, 64 dims] */
@@ -194,31 +206,64 @@ AVX512 static void pv_block(const float *P, int64_t ldS, const float *vp, int64_
   }
 }
 
-/* s[0..ld) := exp(s - max(s[0..n))) for j < n, 0 after; returns 1/sum */
-AVX512 static float exp_row(float *s, int64_t n, int64_t ld) {
-  vf16 mv = VF_SPLAT(-__builtin_inff());
+/* exp(x) for x <= 0 (softmax arguments): Cody-Waite reduction, the Cephes
+ * degree-6 polynomial with FMAs and scalef for 2^n; 0 below -87.3 (no
+ * subnormals), NaN propagates. Relative error about 2 ulp. */
+AVX512 static inline __m512 exp_neg512(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.3f);
+  __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ); /* x >= lo or NaN */
+  x = _mm512_max_ps(lo, x);                                /* NaN stays */
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+  p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+/* s[0..ld) := exp(s - max) for j < n, 0 after; returns 1/sum. The max is
+ * taken from rmax16 (lane maxima over exactly s[0..n)) when non-NULL. */
+AVX512 static float exp_row(float *s, int64_t n, int64_t ld, const float *rmax16) {
+  float mx;
+  if (rmax16) {
+    mx = _mm512_reduce_max_ps(_mm512_loadu_ps(rmax16));
+  } else {
+    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + i));
+      m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + i + 16));
+    }
+    for (; i < n; i += 16) {
+      __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+      m0 = _mm512_mask_max_ps(m0, k, m0, _mm512_loadu_ps(s + i));
+    }
+    mx = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+  }
+  __m512 m = _mm512_set1_ps(mx);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
   int64_t i = 0;
-  for (; i + VF_N <= n; i += VF_N) mv = VF_MAX(VF_LOAD(s + i), mv);
-  float m = -__builtin_inff();
-  for (int k = 0; k < VF_N; k++) m = mv[k] > m ? mv[k] : m;
-  for (; i < n; i++) m = s[i] > m ? s[i] : m;
-  vf16 acc = {0};
-  for (i = 0; i + VF_N <= n; i += VF_N) {
-    vf16 e = VF_EXP(VF_LOAD(s + i) - m);
-    acc += e;
-    VF_STORE(s + i, e);
+  for (; i + 32 <= n; i += 32) {
+    __m512 e0 = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(s + i), m));
+    __m512 e1 = exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(s + i + 16), m));
+    acc0 = _mm512_add_ps(acc0, e0), acc1 = _mm512_add_ps(acc1, e1);
+    _mm512_storeu_ps(s + i, e0), _mm512_storeu_ps(s + i + 16, e1);
   }
-  if (i < n) {
-    vf16 e = VF_EXP(VF_LOAD_PART(s + i, n - i) - m);
-    for (int64_t k = n - i; k < VF_N; k++) e[k] = 0.0f;
-    acc += e;
-    VF_STORE(s + i, e); /* zeros past n: i + 16 <= ld */
-    i += VF_N;
+  for (; i < n; i += 16) { /* ld is a multiple of 16: the last vector fits */
+    __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+    __m512 e = _mm512_maskz_mov_ps(k, exp_neg512(_mm512_sub_ps(_mm512_loadu_ps(s + i), m)));
+    acc0 = _mm512_add_ps(acc0, e);
+    _mm512_storeu_ps(s + i, e);
   }
-  for (; i < ld; i += VF_N) VF_STORE(s + i, VF_SPLAT(0.0f));
-  float sum = 0;
-  for (int k = 0; k < VF_N; k++) sum += acc[k];
-  return 1.0f / sum;
+  for (; i < ld; i += 16) _mm512_storeu_ps(s + i, _mm512_setzero_ps());
+  return 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int64_t keys,
@@ -236,14 +281,16 @@ AVX512 void attn_block_avx512(const float *q, float *o, int64_t HD, int64_t D, i
                               int64_t r0, int64_t keys, int causal, float scale, float *scratch) {
   int64_t ldS = round16(keys);
   const float *kt = scratch, *vp = kt + D * ldS;
-  float *S = scratch + 2 * D * ldS, *inv = S + R * ldS;
+  float *S = scratch + 2 * D * ldS, *inv = S + R * ldS, *rmax = inv + R;
   /* rows of this block see keys [0, kb) */
   int64_t kb = causal && r0 + R < keys ? r0 + R : keys;
   int64_t ldb = round16(kb);
-  qk_block(q, HD, kt, ldS, D, R, ldb, scale, S);
+  qk_block(q, HD, kt, ldS, D, R, ldb, scale, S, rmax);
   for (int64_t r = 0; r < R; r++) {
     int64_t n = causal ? (r0 + r + 1 < kb ? r0 + r + 1 : kb) : kb;
-    inv[r] = exp_row(S + r * ldS, n, ldb);
+    /* the fused lane maxima cover exactly the row when no key is masked
+     * and there is no padding */
+    inv[r] = exp_row(S + r * ldS, n, ldb, n == ldb ? rmax + 16 * r : NULL);
   }
   pv_block(S, ldS, vp, D, R, ldb, o, HD, inv);
 }

@@ -120,8 +120,9 @@ int attention_cpu(struct backend *be, struct tensor *out, const struct tensor *q
   static int have_avx512 = -1;
   if (have_avx512 < 0) have_avx512 = attn_avx512_available() && !getenv("SOUPD_CPU_NO_AVX512");
   j.avx512 = have_avx512;
-  /* query rows per block: score block about 64K floats (256 KB), 16..512 rows */
-  int64_t rows = (1 << 16) / Lk;
+  /* query rows per block: score block 128K floats (512 KB; 256 KB for the
+   * sgemm path, which also packs), 16..512 rows */
+  int64_t rows = (j.avx512 ? 1 << 17 : 1 << 16) / Lk;
   if (rows < 16) rows = 16;
   if (rows > 512) rows = 512;
   if (rows > Lq) rows = Lq;

@@ -266,6 +266,16 @@ static void test_attention(void **state) {
   attention_case(be, 2, 64, 77, 5, 64, 0, 1.0f);   /* cross-attention */
   attention_case(be, 1, 33, 40, 2, 8, 0, 8.0f);    /* large logits: stable softmax */
   attention_case(be, 1, 1, 1, 1, 1, 0, 1.0f);
+  /* key counts that are multiples of 16/64 (fused row max), head dims that
+   * are not multiples of 16 or exceed 64, odd row counts */
+  attention_case(be, 1, 70, 128, 2, 16, 0, 6.0f);
+  attention_case(be, 2, 33, 64, 1, 64, 0, 6.0f);
+  attention_case(be, 1, 29, 48, 3, 40, 0, 4.0f);
+  attention_case(be, 1, 37, 80, 2, 80, 0, 4.0f);
+  attention_case(be, 1, 9, 32, 1, 160, 0, 3.0f);
+  attention_case(be, 1, 64, 64, 2, 24, 1, 6.0f);
+  attention_case(be, 1, 2100, 2100, 1, 8, 0, 1.0f); /* several tasks per head */
+  attention_case(be, 1, 2100, 2100, 1, 8, 1, 1.0f);
   int64_t qs[3] = {1, 4, 6}, ks[3] = {1, 5, 6};
   struct tensor q = tk_rand(be, DT_F32, 3, qs, 1, NULL), k = tk_rand(be, DT_F32, 3, ks, 1, NULL);
   struct tensor o = tk_tensor(be, DT_F32, 3, qs, NULL, NULL);
