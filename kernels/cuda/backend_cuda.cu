@@ -38,8 +38,15 @@ const char *cuda_shape_str(const struct tensor *t, char *buf, size_t n) {
   return buf;
 }
 
+void cuda_bind(struct backend *be) {
+  int d = -1;
+  int want = cuda_ctx(be)->device;
+  if (cudaGetDevice(&d) != cudaSuccess || d != want) cudaSetDevice(want);
+}
+
 static int check_common(struct backend *be, const struct tensor *t, const char *op,
                         const char *what) {
+  cuda_bind(be); /* every op checks its operands first: bind the device here */
   if (!t) return cuda_fail(be, -EINVAL, "%s: %s is NULL", op, what);
   if (t->ndim < 1 || t->ndim > TENSOR_MAX_DIMS)
     return cuda_fail(be, -EINVAL, "%s: %s has ndim %d", op, what, t->ndim);
@@ -94,7 +101,7 @@ static int ca_class(size_t bytes, size_t *block) {
     return (int)(b / 256) - 1; /* 0..15 */
   }
   int lg = 63 - __builtin_clzll((unsigned long long)(bytes - 1)); /* 2^lg < bytes <= 2^(lg+1) */
-  size_t step = (size_t)1 << (lg - 1);                            /* quarter of 2^(lg+1) */
+  size_t step = (size_t)1 << (lg - 1);                            /* half of 2^lg */
   size_t q = (bytes - ((size_t)1 << lg) + step - 1) / step;       /* 1..2 */
   size_t b = ((size_t)1 << lg) + q * step;
   *block = b;
@@ -332,6 +339,7 @@ int cuda_sgemm(struct backend *be, int ta, int tb, int64_t M, int64_t N, int64_t
 
 static int cuda_tensor_alloc(struct backend *be, struct tensor *t, enum dtype dt, int ndim,
                              const int64_t *shape) {
+  cuda_bind(be);
   if (!t) return cuda_fail(be, -EINVAL, "tensor_alloc: tensor is NULL");
   memset(t, 0, sizeof *t);
   if ((unsigned)dt >= DT_COUNT) return cuda_fail(be, -EINVAL, "tensor_alloc: bad dtype %d", dt);
@@ -355,6 +363,7 @@ static int cuda_tensor_alloc(struct backend *be, struct tensor *t, enum dtype dt
 
 static void cuda_tensor_free(struct backend *be, struct tensor *t) {
   if (!t) return;
+  cuda_bind(be);
   if (t->be == be && t->data) ca_free(be, t->data);
   memset(t, 0, sizeof *t);
 }
@@ -398,6 +407,7 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
 }
 
 static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
+  cuda_bind(be);
   struct cuda_ctx *c = cuda_ctx(be);
   if (!dst || (!dst->data && cu_numel(dst) > 0))
     return cuda_fail(be, -EINVAL, "upload: dst has no data");
@@ -435,6 +445,7 @@ static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, 
 }
 
 static int cuda_download_f32(struct backend *be, const struct tensor *src, float *dst) {
+  cuda_bind(be);
   struct cuda_ctx *c = cuda_ctx(be);
   if (!src || (!src->data && cu_numel(src) > 0))
     return cuda_fail(be, -EINVAL, "download_f32: src has no data");
@@ -469,6 +480,7 @@ static int cuda_download_f32(struct backend *be, const struct tensor *src, float
 }
 
 static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor *src) {
+  cuda_bind(be);
   struct cuda_ctx *c = cuda_ctx(be);
   if (!dst || !src) return cuda_fail(be, -EINVAL, "copy: NULL tensor");
   int64_t n = cu_numel(src);
@@ -510,6 +522,7 @@ static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor
 }
 
 static int cuda_synchronize(struct backend *be) {
+  cuda_bind(be);
   CU_TRY(be, cudaStreamSynchronize(cuda_ctx(be)->stream));
   return 0;
 }

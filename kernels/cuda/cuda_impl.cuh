@@ -216,6 +216,9 @@ static inline unsigned cu_blocks(int64_t n, int threads) {
        i += (int64_t)gridDim.x * blockDim.x)
 
 /* ---- shared services (backend_cuda.cu) ---- */
+/* makes the backend's device current in the calling thread (ops may be
+ * called from any one host thread at a time; the operand checks call it) */
+void cuda_bind(struct backend *be);
 /* scratch slot grown to at least bytes; NULL (error set) on failure */
 void *cuda_scratch(struct backend *be, int slot, size_t bytes);
 /* device F32 view of a parameter: w->data if F32, else widened into slot */
