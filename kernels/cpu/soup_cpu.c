@@ -21,6 +21,8 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../soup_backend.h"
 
@@ -337,8 +339,20 @@ static int cpu_copy_in(void *mem, const void *host, size_t bytes) {
   return 0;
 }
 
+/* Zero-filled; large blocks are prefaulted (MADV_POPULATE_WRITE) so that the
+ * memory is committed at allocation (a soup that cannot get its O(M) memory
+ * fails at start, not at its first update) and the first update does not pay
+ * the page faults. */
 static void *cpu_alloc(size_t bytes) {
-  return calloc(1, bytes ? bytes : 1);
+  void *p = calloc(1, bytes ? bytes : 1);
+#ifdef MADV_POPULATE_WRITE
+  if (p && bytes >= ((size_t)2 << 20)) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + bytes) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_POPULATE_WRITE); /* best effort */
+  }
+#endif
+  return p;
 }
 static void cpu_free(void *p) {
   free(p);
