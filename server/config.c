@@ -42,6 +42,8 @@ static const struct opt opts[] = {
     I(json_body_max, 1024, 1073741824, "1048576", "largest JSON request body (bytes)"),
     I(upload_max_bytes, 1024, INT64_MAX, "8589934592", "largest shard upload (bytes)"),
     I(queue_max, 1, 100000, "16", "queued jobs before 429"),
+    I(max_batch, 1, 64, "1",
+      "images of compatible queued requests run as one batch (1 = no batching)"),
     I(job_timeout_s, 1, 86400, "600", "per-job time limit (seconds)"),
     I(max_width, 64, 4096, "1024", "largest image width"),
     I(max_height, 64, 4096, "1024", "largest image height"),

@@ -24,6 +24,7 @@ struct config {
   int64_t json_body_max;
   int64_t upload_max_bytes;
   int64_t queue_max;
+  int64_t max_batch;
   int64_t job_timeout_s;
   int64_t max_width, max_height, max_steps, max_n, max_prompt_chars;
   int64_t shutdown_grace_s;

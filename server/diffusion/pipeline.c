@@ -271,8 +271,11 @@ int pipeline_encode_text(struct pipeline *p, const char *text, int clip_skip, fl
 }
 
 /* The denoising loop and the decode, from text states. */
+/* cond/uncond: [77, D] shared by the n images (cstride 0) or [n, 77, D]
+ * (cstride 77 * D); seeds: NULL (image b uses g->seed + b) or [n]. */
 static int generate(struct pipeline *p, const struct gen_params *g, const float *cond,
-                    const float *uncond, const float *init_latents, uint8_t *rgb, float *image_f32,
+                    const float *uncond, size_t cstride, const uint64_t *seeds,
+                    const float *init_latents, uint8_t *rgb, float *image_f32,
                     pipeline_progress_fn progress, void *ctx, struct gen_timings *tm, double t_text,
                     char **err) {
   struct backend *be = p->be;
@@ -309,8 +312,11 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
     goto done;
   }
   /* context [uncond x n, cond x n] under guidance, [cond x n] without */
-  for (int b = 0; b < nb; b++)
-    memcpy(ctx_host + b * L * D, (cfg && b < n) ? uncond : cond, L * D * sizeof(float));
+  for (int b = 0; b < nb; b++) {
+    int i = cfg && b >= n ? b - n : b; /* the image this row belongs to */
+    memcpy(ctx_host + b * L * D, ((cfg && b < n) ? uncond : cond) + (size_t)i * cstride,
+           L * D * sizeof(float));
+  }
   const int64_t ctx_shape[3] = {nb, (int64_t)L, (int64_t)D};
   const int64_t x_shape[4] = {nb, C, h, w}, lat_shape[4] = {1, C, h, w};
   const int64_t img_shape[4] = {1, 3, g->height, g->width};
@@ -329,7 +335,8 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
     memcpy(lat, init_latents, n * per * sizeof *lat);
   else
     for (int b = 0; b < n; b++)
-      philox_normal_fill(g->seed + (uint64_t)b, PHILOX_STREAM_LATENTS, 0, lat + b * per, per);
+      philox_normal_fill(seeds ? seeds[b] : g->seed + (uint64_t)b, PHILOX_STREAM_LATENTS, 0,
+                         lat + b * per, per);
   const float sigma0 = sched_init_noise_sigma(s);
   for (size_t i = 0; i < n * per; i++) lat[i] = lat[i] * sigma0;
 
@@ -354,8 +361,8 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
     if (cfg) cfg_combine(eps, eps + n * per, g->guidance_scale, g->guidance_rescale, eps, per, n);
     if (need_noise)
       for (int b = 0; b < n; b++)
-        philox_normal_fill(g->seed + (uint64_t)b, philox_stream_step((uint32_t)k), 0,
-                           noise + b * per, per);
+        philox_normal_fill(seeds ? seeds[b] : g->seed + (uint64_t)b,
+                           philox_stream_step((uint32_t)k), 0, noise + b * per, per);
     if ((rc = sched_step(s, k, eps, lat, lat, n * per, need_noise ? noise : NULL, err)) < 0) {
       rc = wrap(err, rc, "scheduler");
       goto done;
@@ -425,7 +432,8 @@ int pipeline_generate_embeds(struct pipeline *p, const struct gen_params *g, con
   if (rc < 0) return rc;
   if (!cond || !rgb || (g->guidance_scale > 1.0f && !uncond))
     return errf(err, -EINVAL, "generate: missing text states or output buffer");
-  return generate(p, g, cond, uncond, init_latents, rgb, image_f32, progress, ctx, t, 0.0, err);
+  return generate(p, g, cond, uncond, 0, NULL, init_latents, rgb, image_f32, progress, ctx, t, 0.0,
+                  err);
 }
 
 int pipeline_generate(struct pipeline *p, const struct gen_params *g, const float *init_latents,
@@ -446,9 +454,45 @@ int pipeline_generate(struct pipeline *p, const struct gen_params *g, const floa
     const char *neg = g->negative_prompt ? g->negative_prompt : "";
     if ((rc = encode_text(p, neg, 0, uncond, "negative_prompt", err)) < 0) goto done;
   }
-  rc = generate(p, g, cond, uncond, init_latents, rgb, image_f32, progress, ctx, t, now_ms() - t0,
-                err);
+  rc = generate(p, g, cond, uncond, 0, NULL, init_latents, rgb, image_f32, progress, ctx, t,
+                now_ms() - t0, err);
 done:
+  free(cond);
+  return rc;
+}
+
+int pipeline_generate_batch(struct pipeline *p, const struct gen_params *g,
+                            const char *const *prompts, const char *const *negative_prompts,
+                            const uint64_t *seeds, uint8_t *rgb, pipeline_progress_fn progress,
+                            void *ctx, struct gen_timings *t, char **err) {
+  int rc = pipeline_check_params(p, g, err);
+  if (rc < 0) return rc;
+  if (!rgb || !prompts || !seeds) return errf(err, -EINVAL, "generate: missing arguments");
+  const int n = g->n, cfg = g->guidance_scale > 1.0f;
+  const size_t LD = (size_t)TOKENIZER_MAX_LEN * p->text_dim;
+  float *cond = malloc((size_t)(cfg ? 2 : 1) * n * LD * sizeof *cond); // [2, n, 77, D]
+  if (!cond) return errf(err, -ENOMEM, "generate: out of memory");
+  float *uncond = cfg ? cond + (size_t)n * LD : NULL;
+  double t0 = now_ms();
+  for (int b = 0; b < n && rc == 0; b++) {
+    /* images of one request share their prompts: encode each text once */
+    if (b > 0 && strcmp(prompts[b], prompts[b - 1]) == 0)
+      memcpy(cond + b * LD, cond + (b - 1) * LD, LD * sizeof *cond);
+    else
+      rc = encode_text(p, prompts[b], g->clip_skip, cond + b * LD, "prompt", err);
+    if (rc == 0 && cfg) {
+      const char *neg = negative_prompts && negative_prompts[b] ? negative_prompts[b] : "";
+      const char *prev =
+          b > 0 && negative_prompts && negative_prompts[b - 1] ? negative_prompts[b - 1] : "";
+      if (b > 0 && strcmp(neg, prev) == 0)
+        memcpy(uncond + b * LD, uncond + (b - 1) * LD, LD * sizeof *cond);
+      else
+        rc = encode_text(p, neg, 0, uncond + b * LD, "negative_prompt", err);
+    }
+  }
+  if (rc == 0)
+    rc = generate(p, g, cond, uncond, LD, seeds, NULL, rgb, NULL, progress, ctx, t, now_ms() - t0,
+                  err);
   free(cond);
   return rc;
 }

@@ -106,6 +106,16 @@ int pipeline_generate_embeds(struct pipeline *p, const struct gen_params *g, con
                              float *image_f32, pipeline_progress_fn progress, void *ctx,
                              struct gen_timings *t, char **err);
 
+/* Generates g->n images of different requests in one batch (the server's
+ * batching): image b has its own prompt, negative prompt and seed; the
+ * other parameters of g (size, steps, scheduler, guidance, eta, clip_skip)
+ * are shared. Image b equals what pipeline_generate gives for its own
+ * request up to float rounding of the larger UNet batch (see above). */
+int pipeline_generate_batch(struct pipeline *p, const struct gen_params *g,
+                            const char *const *prompts, const char *const *negative_prompts,
+                            const uint64_t *seeds, uint8_t *rgb, pipeline_progress_fn progress,
+                            void *ctx, struct gen_timings *t, char **err);
+
 /* Text states [77, D] of one prompt (clip_skip as in gen_params), into out. */
 int pipeline_encode_text(struct pipeline *p, const char *text, int clip_skip, float *out,
                          char **err);

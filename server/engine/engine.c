@@ -18,6 +18,7 @@
 
 #define JOB_TABLE_MAX 256
 #define JOB_TTL_S 600.0
+#define ENGINE_MAX_BATCH 64
 
 struct engine {
   struct app *app;
@@ -28,6 +29,7 @@ struct engine {
   int queued;
   struct job *running;
   int stopping;
+  atomic_int aborting; /* shutdown grace over: running batches stop */
   struct job *table[JOB_TABLE_MAX];
   int64_t succeeded, failed, cancelled, rejected;
 };
@@ -223,6 +225,36 @@ void engine_job_cancel(struct engine *e, struct job *j) {
   pthread_mutex_unlock(&e->mu);
 }
 
+/* Takes the head job and, if it can be batched, the compatible queued jobs
+ * behind it up to max_batch images (under e->mu). Returns how many. */
+static int batch_take(struct engine *e, struct job **batch) {
+  struct job *j = e->head;
+  e->head = j->next;
+  e->queued--;
+  int n = 1, images = j->batch_images;
+  batch[0] = j;
+  if (j->batch_fn && !atomic_load(&j->cancel))
+    for (struct job **p = &e->head; *p && n < ENGINE_MAX_BATCH;) {
+      struct job *c = *p;
+      if (c->batch_fn == j->batch_fn && strcmp(c->batch_key, j->batch_key) == 0 &&
+          !atomic_load(&c->cancel) && images + c->batch_images <= e->app->cfg.max_batch) {
+        *p = c->next;
+        e->queued--;
+        batch[n++] = c;
+        images += c->batch_images;
+      } else {
+        p = &c->next;
+      }
+    }
+  double now = now_s();
+  for (int i = 0; i < n; i++) {
+    atomic_store(&batch[i]->status, JOB_RUNNING);
+    batch[i]->started = now;
+  }
+  e->running = j;
+  return n;
+}
+
 static void *worker(void *arg) {
   struct engine *e = arg;
   log_set_request_id(NULL);
@@ -230,27 +262,32 @@ static void *worker(void *arg) {
   for (;;) {
     while (!e->head && !e->stopping) pthread_cond_wait(&e->cv, &e->mu);
     if (!e->head) break; /* stopping and drained */
-    struct job *j = e->head;
-    e->head = j->next;
-    e->queued--;
-    e->running = j;
-    atomic_store(&j->status, JOB_RUNNING);
-    j->started = now_s();
+    struct job *batch[ENGINE_MAX_BATCH];
+    int nb = batch_take(e, batch);
+    struct job *j = batch[0];
     pthread_mutex_unlock(&e->mu);
 
     log_set_request_id(j->id);
-    int rc = atomic_load(&j->cancel) ? -ECANCELED : j->fn(j, j->arg);
+    if (nb > 1) {
+      log_info("running %d compatible jobs as one batch", nb);
+      j->batch_fn(batch, nb);
+    } else {
+      j->rc = atomic_load(&j->cancel) ? -ECANCELED : j->fn(j, j->arg);
+    }
     log_set_request_id(NULL);
 
     pthread_mutex_lock(&e->mu);
     e->running = NULL;
-    int st = rc == 0                                         ? JOB_SUCCEEDED
-             : (rc == -ECANCELED || atomic_load(&j->cancel)) ? JOB_CANCELLED
-                                                             : JOB_FAILED;
-    if (st == JOB_CANCELLED && !j->detail[0]) snprintf(j->detail, sizeof j->detail, "cancelled");
-    job_finish(e, j, st);
+    for (int i = 0; i < nb; i++) {
+      struct job *b = batch[i];
+      int st = b->rc == 0                                         ? JOB_SUCCEEDED
+               : (b->rc == -ECANCELED || atomic_load(&b->cancel)) ? JOB_CANCELLED
+                                                                  : JOB_FAILED;
+      if (st == JOB_CANCELLED && !b->detail[0]) snprintf(b->detail, sizeof b->detail, "cancelled");
+      job_finish(e, b, st);
+      job_put(b); /* the queue's reference */
+    }
     pthread_cond_broadcast(&e->idle);
-    job_put(j); /* the queue's reference */
   }
   pthread_mutex_unlock(&e->mu);
   return NULL;
@@ -299,12 +336,17 @@ void engine_stop(struct engine *e, int grace_s) {
   if (e->running && !e->running->priority) {
     log_warn("job %s still running after %d s: cancelling it", e->running->id, grace_s);
     atomic_store(&e->running->cancel, 1);
+    atomic_store(&e->aborting, 1);
   }
   pthread_cond_broadcast(&e->cv);
   pthread_mutex_unlock(&e->mu);
   pthread_join(e->thread, NULL);
   for (int i = 0; i < JOB_TABLE_MAX; i++) job_put(e->table[i]);
   free(e);
+}
+
+int engine_aborting(struct engine *e) {
+  return e && atomic_load(&e->aborting);
 }
 
 void engine_stats_get(struct engine *e, struct engine_stats *st) {

@@ -27,6 +27,8 @@ enum job_status { JOB_QUEUED = 0, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CA
 typedef int (*job_fn)(struct job *j, void *arg);
 typedef void (*job_done_fn)(struct job *j, void *ctx);
 typedef void (*job_free_fn)(void *arg);
+/* Runs n compatible jobs as one batch; sets each job's rc. */
+typedef void (*job_batch_fn)(struct job **jobs, int n);
 
 struct job {
   char id[40];
@@ -48,7 +50,13 @@ struct job {
   double created, started, finished; /* CLOCK_REALTIME seconds */
   int listed;                        /* kept in the job table for GET /jobs */
   int watch_fd;                      /* a waiting client's socket (-1: none): closed -> cancel */
-  struct job *next;                  /* queue link */
+  /* batching: queued jobs with the same batch_fn and batch_key run together,
+   * up to the config's max_batch images */
+  job_batch_fn batch_fn;
+  char batch_key[160];
+  int batch_images;
+  int rc;           /* set by batch_fn */
+  struct job *next; /* queue link */
 };
 
 int engine_start(struct app *a, struct engine **out, char **err);
@@ -79,6 +87,9 @@ int engine_submit(struct engine *e, struct job *j, int listed, int *status);
 struct job *engine_job_find(struct engine *e, const char *id);
 /* Asks a job to stop: a queued one ends at once, a running one at its next step. */
 void engine_job_cancel(struct engine *e, struct job *j);
+
+/* 1 once shutdown has given up waiting: running work should stop. */
+int engine_aborting(struct engine *e);
 
 struct engine_stats {
   int queued, running;

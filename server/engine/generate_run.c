@@ -25,8 +25,6 @@ struct gen_state {
   struct app *app;
   struct gen_request req;
   struct gen_output out;
-  double deadline; /* monotonic seconds */
-  int timed_out;
 };
 
 static double mono_s(void) {
@@ -178,85 +176,41 @@ static char *provenance(const struct gen_state *s, uint64_t seed) {
 
 /* ---- the job ---- */
 
+struct batch_run {
+  struct job **jobs;
+  int n;
+  double deadline;
+  int timed_out;
+};
+
+/* Progress of a batch: every job sees the step; the batch stops when the
+ * time limit passes, on shutdown, or when every job in it wants to stop. */
 static int on_progress(void *ctx, int step, int steps) {
-  struct job *j = ctx;
-  struct gen_state *s = j->arg;
-  atomic_store(&j->step, step);
-  atomic_store(&j->steps, steps);
-  if (mono_s() > s->deadline) {
-    s->timed_out = 1;
+  struct batch_run *b = ctx;
+  int stop_all = 1;
+  for (int i = 0; i < b->n; i++) {
+    atomic_store(&b->jobs[i]->step, step);
+    atomic_store(&b->jobs[i]->steps, steps);
+    if (!job_should_stop(b->jobs[i])) stop_all = 0;
+  }
+  struct gen_state *s0 = b->jobs[0]->arg;
+  if (mono_s() > b->deadline) {
+    b->timed_out = 1;
     return 1;
   }
-  return job_should_stop(j);
+  return stop_all || engine_aborting(s0->app->engine);
 }
 
-static int gen_run(struct job *j, void *arg) {
-  struct gen_state *s = arg;
-  struct app *a = s->app;
+/* Fills s->out for one job from its slice of the batch's pixels. */
+static int job_output(struct job *j, const uint8_t *rgb, const struct gen_timings *t, double t0) {
+  struct gen_state *s = j->arg;
   struct gen_request *g = &s->req;
-  double t0 = mono_s();
-  s->out.queue_ms = (j->started - j->created) * 1e3;
-  s->deadline = t0 + (double)a->cfg.job_timeout_s;
-  atomic_store(&j->steps, g->steps);
   size_t px = (size_t)g->width * (size_t)g->height * 3;
-  uint8_t *rgb = malloc(px * (size_t)g->n);
   s->out.png = calloc((size_t)g->n, sizeof *s->out.png);
   s->out.png_len = calloc((size_t)g->n, sizeof *s->out.png_len);
   s->out.seeds = calloc((size_t)g->n, sizeof *s->out.seeds);
-  if (!rgb || !s->out.png || !s->out.png_len || !s->out.seeds) {
-    free(rgb);
-    return job_fail(j, 503, "out of memory for %d image(s) of %dx%d", g->n, g->width, g->height);
-  }
-
-  /* One soup version from the first step to the last. */
-  const struct soup_version *v = soup_acquire(a->soup);
-  s->out.soup_version = v->version;
-  memcpy(s->out.soup_hash, v->hash_hex, 65);
-  s->out.members = app_soup_brief(a);
-  json_t *m = json_incref(json_object_get(s->out.members, "members"));
-  json_decref(s->out.members);
-  s->out.members = m ? m : json_array();
-  struct bind_ctx bc = {v, calloc(v->n_tensors ? v->n_tensors : 1, sizeof *bc.views)};
-  char *err = NULL;
-  int rc = -1;
-  if (!bc.views) {
-    job_fail(j, 503, "out of memory");
-    goto out;
-  }
-  for (size_t i = 0; i < v->n_tensors; i++)
-    bc.views[i] =
-        tensor_view(v->dtype, v->tensors[i].ndim, v->tensors[i].shape, v->tensors[i].data);
-  if (pipeline_bind_unet(a->pipe, bind_lookup, &bc, &err) != 0) {
-    job_fail(j, 500, "cannot bind the soup to the UNet: %s", err ? err : "?");
-    goto out;
-  }
-  struct gen_params p;
-  pipeline_defaults(a->pipe, &p);
-  p.prompt = g->prompt;
-  p.negative_prompt = g->negative_prompt;
-  p.steps = g->steps;
-  p.guidance_scale = (float)g->guidance_scale;
-  p.guidance_rescale = (float)g->guidance_rescale;
-  p.eta = (float)g->eta;
-  p.width = g->width, p.height = g->height;
-  p.seed = g->seed;
-  p.n = g->n;
-  p.scheduler = g->scheduler[0] ? g->scheduler : NULL;
-  p.clip_skip = g->clip_skip;
-  struct gen_timings t = {0};
-  int pr = pipeline_generate(a->pipe, &p, NULL, rgb, NULL, on_progress, j, &t, &err);
-  if (pr != 0) {
-    if (s->timed_out)
-      job_fail(j, 503, "the job exceeded the time limit of %lld s",
-               (long long)a->cfg.job_timeout_s);
-    else if (pr == -ECANCELED)
-      rc = -ECANCELED;
-    else
-      job_fail(j, 500, "generation failed: %s", err ? err : "?");
-    if (pr == -ECANCELED && !s->timed_out) goto out_cancel;
-    goto out;
-  }
-  s->out.text_ms = t.text_ms, s->out.denoise_ms = t.denoise_ms, s->out.decode_ms = t.decode_ms;
+  if (!s->out.png || !s->out.png_len || !s->out.seeds) return job_fail(j, 503, "out of memory");
+  s->out.text_ms = t->text_ms, s->out.denoise_ms = t->denoise_ms, s->out.decode_ms = t->decode_ms;
   double tp = mono_s();
   for (int i = 0; i < g->n; i++) {
     s->out.seeds[i] = g->seed + (uint64_t)i;
@@ -265,33 +219,119 @@ static int gen_run(struct job *j, void *arg) {
     int e2 = png_encode_rgb(rgb + px * (size_t)i, g->width, g->height, kv, 2, &s->out.png[i],
                             &s->out.png_len[i], NULL);
     free(info), free(prov);
-    if (e2 != 0) {
-      job_fail(j, 500, "PNG encoding failed");
-      goto out;
-    }
+    if (e2 != 0) return job_fail(j, 500, "PNG encoding failed");
   }
   s->out.n = g->n;
   s->out.png_ms = (mono_s() - tp) * 1e3;
   s->out.total_ms = (mono_s() - t0) * 1e3;
   j->result = gen_output_json(&s->out);
-  log_info("generated %d image(s) %dx%d, %d steps, seed %llu, soup v%llu in %.0f ms (text %.0f, "
-           "denoise %.0f, decode %.0f, png %.0f)",
-           g->n, g->width, g->height, g->steps, (unsigned long long)g->seed,
-           (unsigned long long)s->out.soup_version, s->out.total_ms, t.text_ms, t.denoise_ms,
-           t.decode_ms, s->out.png_ms);
-  rc = 0;
-  goto out;
-out_cancel:
-  snprintf(j->detail, sizeof j->detail, "%s",
-           j->detail[0] ? j->detail : "cancelled at a denoising step");
-  rc = -ECANCELED;
+  return 0;
+}
+
+/* Runs n compatible generation jobs (same size, steps, scheduler, guidance)
+ * as one pipeline batch over one soup version. */
+static void gen_run_batch(struct job **jobs, int n) {
+  struct gen_state *s0 = jobs[0]->arg;
+  struct app *a = s0->app;
+  const struct gen_request *g0 = &s0->req;
+  double t0 = mono_s();
+  struct batch_run br = {jobs, n, t0 + (double)a->cfg.job_timeout_s, 0};
+  int total = 0;
+  for (int i = 0; i < n; i++) {
+    struct gen_state *s = jobs[i]->arg;
+    total += s->req.n;
+    s->out.queue_ms = (jobs[i]->started - jobs[i]->created) * 1e3;
+    atomic_store(&jobs[i]->steps, s->req.steps);
+    jobs[i]->rc = -1;
+  }
+  size_t px = (size_t)g0->width * (size_t)g0->height * 3;
+  uint8_t *rgb = malloc(px * (size_t)total);
+  const char **prompts = calloc((size_t)total, sizeof *prompts);
+  const char **negs = calloc((size_t)total, sizeof *negs);
+  uint64_t *seeds = calloc((size_t)total, sizeof *seeds);
+  struct bind_ctx bc = {0};
+  char *err = NULL;
+  /* One soup version from the first step to the last, for the whole batch. */
+  const struct soup_version *v = soup_acquire(a->soup);
+  json_t *brief = app_soup_brief(a);
+  json_t *members = json_object_get(brief, "members");
+  for (int i = 0; i < n; i++) {
+    struct gen_state *s = jobs[i]->arg;
+    s->out.soup_version = v->version;
+    memcpy(s->out.soup_hash, v->hash_hex, 65);
+    s->out.members = members ? json_incref(members) : json_array();
+  }
+  json_decref(brief);
+  if (!rgb || !prompts || !negs || !seeds) {
+    for (int i = 0; i < n; i++) job_fail(jobs[i], 503, "out of memory for %d image(s)", total);
+    goto out;
+  }
+  for (int i = 0, k = 0; i < n; i++) {
+    struct gen_state *s = jobs[i]->arg;
+    for (int m = 0; m < s->req.n; m++, k++) {
+      prompts[k] = s->req.prompt;
+      negs[k] = s->req.negative_prompt;
+      seeds[k] = s->req.seed + (uint64_t)m;
+    }
+  }
+  bc.v = v;
+  bc.views = calloc(v->n_tensors ? v->n_tensors : 1, sizeof *bc.views);
+  if (!bc.views) {
+    for (int i = 0; i < n; i++) job_fail(jobs[i], 503, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < v->n_tensors; i++)
+    bc.views[i] =
+        tensor_view(v->dtype, v->tensors[i].ndim, v->tensors[i].shape, v->tensors[i].data);
+  if (pipeline_bind_unet(a->pipe, bind_lookup, &bc, &err) != 0) {
+    for (int i = 0; i < n; i++)
+      job_fail(jobs[i], 500, "cannot bind the soup to the UNet: %s", err ? err : "?");
+    goto out;
+  }
+  struct gen_params p;
+  pipeline_defaults(a->pipe, &p);
+  p.steps = g0->steps;
+  p.guidance_scale = (float)g0->guidance_scale;
+  p.guidance_rescale = (float)g0->guidance_rescale;
+  p.eta = (float)g0->eta;
+  p.width = g0->width, p.height = g0->height;
+  p.n = total;
+  p.scheduler = g0->scheduler[0] ? g0->scheduler : NULL;
+  p.clip_skip = g0->clip_skip;
+  struct gen_timings t = {0};
+  int pr =
+      pipeline_generate_batch(a->pipe, &p, prompts, negs, seeds, rgb, on_progress, &br, &t, &err);
+  for (int i = 0, k = 0; i < n; i++) {
+    struct job *j = jobs[i];
+    struct gen_state *s = j->arg;
+    if (pr == 0 && !atomic_load(&j->cancel)) {
+      j->rc = job_output(j, rgb + px * (size_t)k, &t, t0);
+    } else if (br.timed_out) {
+      job_fail(j, 503, "the job exceeded the time limit of %lld s",
+               (long long)a->cfg.job_timeout_s);
+    } else if (pr == -ECANCELED || atomic_load(&j->cancel)) {
+      if (!j->detail[0]) snprintf(j->detail, sizeof j->detail, "cancelled at a denoising step");
+      j->rc = -ECANCELED;
+    } else {
+      job_fail(j, 500, "generation failed: %s", err ? err : "?");
+    }
+    k += s->req.n;
+  }
+  log_info("generated %d image(s) for %d request(s), %dx%d, %d steps, soup v%llu in %.0f ms "
+           "(text %.0f, denoise %.0f, decode %.0f)",
+           total, n, g0->width, g0->height, g0->steps, (unsigned long long)v->version,
+           (mono_s() - t0) * 1e3, t.text_ms, t.denoise_ms, t.decode_ms);
 out:
   free(err);
   free(bc.views);
   soup_release(a->soup, v);
-  free(rgb);
-  stats_record(s, rc == 0);
-  return rc;
+  free(rgb), free(prompts), free(negs), free(seeds);
+  for (int i = 0; i < n; i++) stats_record(jobs[i]->arg, jobs[i]->rc == 0);
+}
+
+static int gen_run(struct job *j, void *arg) {
+  gen_run_batch(&j, 1);
+  return j->rc;
 }
 
 struct job *gen_job_new(struct app *a, struct gen_request *g) {
@@ -301,6 +341,15 @@ struct job *gen_job_new(struct app *a, struct gen_request *g) {
   s->req = *g;
   memset(g, 0, sizeof *g); /* moved */
   struct job *j = job_new(gen_run, s, state_free, 0);
-  if (!j) state_free(s);
+  if (!j) {
+    state_free(s);
+    return NULL;
+  }
+  const struct gen_request *q = &s->req;
+  j->batch_fn = gen_run_batch;
+  j->batch_images = q->n;
+  snprintf(j->batch_key, sizeof j->batch_key, "%dx%d/%d/%s/%.17g/%.17g/%.17g/%d", q->width,
+           q->height, q->steps, q->scheduler, q->guidance_scale, q->guidance_rescale, q->eta,
+           q->clip_skip);
   return j;
 }

@@ -259,3 +259,42 @@ def test_metrics_and_stats(admin):
     s = admin.get("/stats").json()
     assert s["generation"]["images"] == 1 and s["soup"]["version"] == 0
     assert requests.get(admin.d.url + "/").text.startswith("<!doctype html>")
+
+
+def test_compatible_queued_requests_run_as_one_batch(tmp_path):
+    """With --max-batch, queued requests of the same shape share one UNet
+    batch; each image still equals its unbatched twin (pixels within 1)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def pixels(png):
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+    bodies = [{"prompt": f"request {i}", "seed": 100 + i, "n": 1 + (i == 1), **SMALL}
+              for i in range(3)]
+    d = Daemon(tmp_path / "batched", extra=["--max-batch", "4"]).start()
+    try:
+        c = Client(d, d.admin_token())
+        blocker = c.post("/generate", json={"prompt": "hold", "async": True, **SLOW}).json()
+        wait_job(c, blocker["job"]["id"], lambda j: j["status"] == "running")
+        ids = [c.post("/generate", json={**b, "async": True}).json()["job"]["id"] for b in bodies]
+        requests.delete(d.url + f"/jobs/{blocker['job']['id']}",
+                        headers={"Authorization": f"Bearer {c.token}"})
+        done = [wait_job(c, i, lambda j: j["status"] == "succeeded") for i in ids]
+        assert "running 3 compatible jobs as one batch" in d.logs()
+    finally:
+        d.stop()
+    d1 = Daemon(tmp_path / "single").start()
+    try:
+        c1 = Client(d1, d1.admin_token())
+        for b, j in zip(bodies, done):
+            single = c1.post("/generate", json=b).json()
+            assert [i["seed"] for i in single["images"]] == [i["seed"] for i in j["result"]["images"]]
+            for x, y in zip(single["images"], j["result"]["images"]):
+                px, py = (pixels(base64.b64decode(i["png_base64"])) for i in (x, y))
+                assert np.abs(px - py).max() <= 1
+    finally:
+        d1.stop()
