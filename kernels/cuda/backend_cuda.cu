@@ -627,6 +627,8 @@ extern "C" struct backend *backend_cuda_new(int device, char **err) {
                                                                       : CUBLAS_DEFAULT_MATH)) ==
                 CUBLAS_STATUS_SUCCESS,
             "cublasSetMathMode", cublasGetStatusString(bs));
+    const char *at = getenv("SOUPD_CUDA_ATTN");
+    c->attn_fused = at && strcmp(at, "fused") == 0;
     size_t freeb = 0, total = 0;
     cudaMemGetInfo(&freeb, &total);
     c->alloc.limit_bytes = total / 2; /* cache at most half of the device */

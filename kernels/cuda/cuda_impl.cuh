@@ -82,6 +82,7 @@ struct cuda_ctx {
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
   int math;
+  int attn_fused; /* SOUPD_CUDA_ATTN=fused: the fused attention kernel */
   struct cuda_alloc alloc;
   struct cuda_buf scratch[CS_COUNT];
   struct conv_algo_entry conv[CONV_CACHE];

@@ -13,6 +13,8 @@
  *  - softmax: 2e-6;
  *  - linear, matmul, conv2d, attention (F32 GEMM, other summation order):
  *    2e-5 by default; 5e-3 when SOUPD_CUDA_MATH selects tf32/f16.
+ * Attention runs twice: the default two-pass path and the opt-in fused kernel
+ * (a second backend created with SOUPD_CUDA_ATTN=fused).
  * Exit 77 (skipped) without a CUDA device; 1 on any failure.
  */
 #include "gpu_test_util.h"
@@ -200,8 +202,9 @@ static void test_attention(void) {
   struct {
     int64_t B, Lq, Lk, H, D;
     int causal;
-  } as[] = {{2, 17, 23, 4, 12, 0}, {2, 19, 19, 3, 8, 1},  {1, 9, 9, 1, 160, 0},
-            {2, 64, 77, 5, 64, 0}, {1, 33, 21, 2, 40, 1}, {1, 300, 300, 2, 64, 1}};
+  } as[] = {{2, 17, 23, 4, 12, 0}, {2, 19, 19, 3, 8, 1},   {1, 9, 9, 1, 160, 0},
+            {2, 64, 77, 5, 64, 0}, {1, 33, 21, 2, 40, 1},  {1, 300, 300, 2, 64, 1},
+            {1, 10, 70, 2, 24, 1}, {2, 70, 70, 3, 100, 0}, {1, 5, 3, 7, 1, 0}};
   for (size_t k = 0; k < sizeof as / sizeof as[0]; k++) {
     int64_t qs[3] = {as[k].B, as[k].Lq, as[k].H * as[k].D};
     int64_t ks[3] = {as[k].B, as[k].Lk, as[k].H * as[k].D};
@@ -449,6 +452,21 @@ int main(void) {
   test_elementwise();
   test_layout();
   test_embeddings();
+  /* the opt-in fused attention kernel (SOUPD_CUDA_ATTN=fused), same cases */
+  setenv("SOUPD_CUDA_ATTN", "fused", 1);
+  struct backend *F = gpu_backend_new(&err), *G0 = G;
+  unsetenv("SOUPD_CUDA_ATTN");
+  if (!F) {
+    printf("FAIL: fused-attention backend: %s\n", err ? err : "?");
+    free(err);
+    g_fail++;
+  } else {
+    printf("fused attention (SOUPD_CUDA_ATTN=fused):\n");
+    G = F;
+    test_attention();
+    G = G0;
+    F->destroy(F);
+  }
   if (G->synchronize(G)) {
     printf("FAIL synchronize: %s\n", backend_last_error(G));
     g_fail++;
