@@ -19,7 +19,7 @@
 #define CPU_MAX_THREADS 256
 
 /* scratch slots for widened parameters (one per operand of an op) */
-enum { CPU_W_WEIGHT = 0, CPU_W_BIAS, CPU_W_GAMMA, CPU_W_BETA, CPU_W_COUNT };
+enum { CPU_W_WEIGHT = 0, CPU_W_BIAS, CPU_W_GAMMA, CPU_W_BETA, CPU_W_PACK, CPU_W_COUNT };
 
 struct cpu_buf {
   float *p;
@@ -81,6 +81,24 @@ void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int
                       float *scratch);
 void attn_block_avx512(const float *q, float *o, int64_t HD, int64_t D, int64_t R, int64_t r0,
                        int64_t keys, int causal, float scale, float *scratch);
+
+/* ---- conv2d pieces (conv_cpu.c, conv_avx512.c) ---- */
+struct conv_geom {
+  int64_t Ci, H, W, Co, kh, kw, Ho, Wo, K; /* K = Ci*kh*kw */
+  int stride, pad;
+};
+/* row k (= (ci*kh + ky)*kw + kx) of the im2col matrix for output rows
+ * [oy0, oy1) of image xn [Ci, H, W]: (oy1-oy0)*Wo floats */
+void conv_im2col_row(const struct conv_geom *g, const float *xn, int64_t k, int64_t oy0,
+                     int64_t oy1, float *row);
+int conv_avx512_available(void);
+/* W [Co, K] -> panels [ceil(Co/8)][K][8] (zero rows past Co) */
+size_t conv_avx512_wpack_floats(int64_t Co, int64_t K);
+void conv_avx512_pack_w(const float *w, int64_t Co, int64_t K, float *wp);
+size_t conv_avx512_scratch_floats(int64_t P);
+/* out rows [oy0, oy1) of one image: outn [Co, Ho*Wo] = wp * im2col(xn) + bias */
+void conv_avx512_tile(const struct conv_geom *g, const float *xn, const float *wp,
+                      const float *bias, float *outn, int64_t oy0, int64_t oy1, float *scratch);
 
 /* ---- ops (one file per concern) ---- */
 int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,

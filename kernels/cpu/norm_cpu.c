@@ -130,15 +130,22 @@ int group_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *
   return 0;
 }
 
-static void ln_row(float *y, const float *x, int64_t C, const float *g, const float *b, float eps) {
+CPU_CLONES static void ln_row(float *y, const float *x, int64_t C, const float *g, const float *b,
+                              float eps) {
   double mean, var;
   moments(x, C, &mean, &var);
   double rstd = 1.0 / sqrt(var + (double)eps);
-  if (!g && !b) {
-    scale_shift(y, x, C, mean, rstd, 0.0, 0);
-    return;
-  }
-  for (int64_t i = 0; i < C; i++) {
+  int64_t i = 0;
+  if (g && b)
+    for (; i + 8 <= C; i += 8) {
+      vf8 u, gv, bv;
+      memcpy(&u, x + i, sizeof u), memcpy(&gv, g + i, sizeof gv), memcpy(&bv, b + i, sizeof bv);
+      vd8 d = (__builtin_convertvector(u, vd8) - mean) * rstd;
+      d = d * __builtin_convertvector(gv, vd8) + __builtin_convertvector(bv, vd8);
+      u = __builtin_convertvector(d, vf8);
+      memcpy(y + i, &u, sizeof u);
+    }
+  for (; i < C; i++) {
     double v = ((double)x[i] - mean) * rstd;
     y[i] = (float)(v * (g ? g[i] : 1.0f) + (b ? b[i] : 0.0f));
   }
