@@ -17,21 +17,25 @@
  * pinned staging buffers by a worker slot: two CUDA streams alternate chunks
  * so that the host memcpy into pinned memory, the host->device copy, the
  * kernel and the device->host copy of the accumulator (for the hash) of
- * consecutive chunks overlap. SOUP_CUDA_SLOTS slots let that many engine
- * threads run ops at once (parallel = SOUP_CUDA_SLOTS); a call waits for a
+ * consecutive chunks overlap. One slot per online CPU (2..16) lets that many
+ * engine threads run ops at once (parallel = slots; a slot's streams and
+ * 12 MiB of pinned buffers are made on its first use); a call waits for a
  * free slot. Every chunk's hash input is complete before it is hashed
- * (events), and chunks are hashed in order.
+ * (events), and chunks are hashed in order. The host SHA-256 (about 2 GB/s
+ * per core with SHA extensions) over 8 bytes per parameter is the largest
+ * cost of an update; parallel host threads over tensors spread it.
  */
 #include <math.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "cuda_impl.cuh"
 
-#define SOUP_CUDA_SLOTS 2
-#define SOUP_CHUNK ((int64_t)1 << 21) /* elements per pipeline step */
+#define SOUP_CUDA_MAX_SLOTS 16
+#define SOUP_CHUNK ((int64_t)1 << 20) /* elements per pipeline step */
 
 /* ---- the bit rules (copies of soup_cpu.c) ---- */
 
@@ -150,14 +154,23 @@ static struct {
   int device; /* -1: none */
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  struct soup_slot slot[SOUP_CUDA_SLOTS];
-} g = {PTHREAD_ONCE_INIT, -1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {}};
+  int nslots;
+  struct soup_slot slot[SOUP_CUDA_MAX_SLOTS];
+  struct soup_backend be;
+  char name[32];
+} g = {PTHREAD_ONCE_INIT, -1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {}, {}, {}};
+
+static void soup_cuda_fill(struct soup_backend *be);
 
 static void soup_cuda_init(void) {
   int n = backend_cuda_device_count();
   const char *e = getenv("SOUPD_CUDA_DEVICE");
   int d = e ? atoi(e) : 0;
   g.device = d >= 0 && d < n ? d : -1;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  g.nslots = cpus < 2 ? 2 : cpus > SOUP_CUDA_MAX_SLOTS ? SOUP_CUDA_MAX_SLOTS : (int)cpus;
+  snprintf(g.name, sizeof g.name, "cuda:%d", g.device);
+  soup_cuda_fill(&g.be);
 }
 
 static void slot_teardown(struct soup_slot *s) {
@@ -200,7 +213,7 @@ static struct soup_slot *slot_get(void) {
   pthread_mutex_lock(&g.mu);
   struct soup_slot *s = NULL;
   for (;;) {
-    for (int i = 0; i < SOUP_CUDA_SLOTS && !s; i++)
+    for (int i = 0; i < g.nslots && !s; i++)
       if (!g.slot[i].busy) s = &g.slot[i];
     if (s) break;
     pthread_cond_wait(&g.cv, &g.mu);
@@ -445,12 +458,34 @@ static uint32_t valid_limit(enum dtype dt, int F) {
   return lo;
 }
 
+static uint32_t absmax16(const uint16_t *__restrict__ s, int64_t n) {
+  uint16_t mx = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t a = s[i] & 0x7fff;
+    mx = a > mx ? a : mx;
+  }
+  return mx;
+}
+static uint32_t absmax32(const uint32_t *__restrict__ s, int64_t n) {
+  uint32_t mx = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t a = s[i] & 0x7fffffffu;
+    mx = a > mx ? a : mx;
+  }
+  return mx;
+}
+
+/* a branch-free absmax pass (vectorised) first; the scan for the first bad
+ * index only when there is one */
 static int cuda_soup_validate(const void *src, enum dtype dt, int64_t n, int F, int64_t *bad) {
   if (!out_ok(dt)) {
     *bad = 0;
     return 1;
   }
   uint32_t lim = valid_limit(dt, F);
+  uint32_t mx =
+      dt == DT_F32 ? absmax32((const uint32_t *)src, n) : absmax16((const uint16_t *)src, n);
+  if (mx <= lim) return 0;
   for (int64_t i = 0; i < n; i++) {
     uint32_t a = dt == DT_F32 ? ((const uint32_t *)src)[i] & 0x7fffffffu
                               : ((const uint16_t *)src)[i] & 0x7fffu;
@@ -459,7 +494,7 @@ static int cuda_soup_validate(const void *src, enum dtype dt, int64_t n, int F, 
       return 1;
     }
   }
-  return 0;
+  return 1; /* unreachable */
 }
 
 /* ---- memory ---- */
@@ -499,13 +534,14 @@ static int cuda_soup_upload(void *mem, const void *host, size_t bytes) {
 }
 
 extern "C" const struct soup_backend *soup_backend_cuda(void) {
-  static struct soup_backend be;
-  static char name[32];
   pthread_once(&g.once, soup_cuda_init);
-  if (g.device < 0) return NULL;
-  snprintf(name, sizeof name, "cuda:%d", g.device);
-  be.name = name;
-  be.parallel = SOUP_CUDA_SLOTS;
+  return g.device < 0 ? NULL : &g.be;
+}
+
+static void soup_cuda_fill(struct soup_backend *be_) {
+  struct soup_backend &be = *be_;
+  be.name = g.name;
+  be.parallel = g.nslots;
   be.alloc = cuda_soup_alloc;
   be.free = cuda_soup_free;
   be.validate = cuda_soup_validate;
@@ -516,5 +552,4 @@ extern "C" const struct soup_backend *soup_backend_cuda(void) {
   be.host_memory = 0;
   be.download = cuda_soup_download;
   be.upload = cuda_soup_upload;
-  return &be;
 }
