@@ -50,12 +50,13 @@ class Soupd:
                                    str(data), "--model", str(model), "--max-steps", "1000",
                                    "--job-timeout-s", "3600", "--queue-max", "64", *extra],
                                   stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(600):
+        for _ in range(3000):
             try:
                 if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
                     break
             except requests.RequestException:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         self.token = (data / "admin.token").read_text().strip()
 
     def gen(self, body):
