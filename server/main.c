@@ -158,16 +158,6 @@ static int cmd_serve(int argc, char **argv) {
     goto fail;
   }
   log_set_level((enum log_level)lvl);
-  const char *dev = app.cfg.device;
-  if (strcmp(dev, "auto") != 0 && strcmp(dev, "cpu") != 0) {
-    if (strncmp(dev, "cuda", 4) == 0) {
-      err = strdup("--device cuda: this build has no usable CUDA backend; use --device cpu or "
-                   "auto");
-    } else {
-      err = strdup("--device must be auto, cpu or cuda[:N]");
-    }
-    goto fail;
-  }
   snprintf(app.model_root, sizeof app.model_root, "%s",
            app.cfg.model[0] ? app.cfg.model : SOUPD_DEFAULT_MODEL_DIR);
 
@@ -179,7 +169,6 @@ static int cmd_serve(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   log_info("soupd %s starting (backends: %s)", SOUPD_VERSION, soupd_backends());
-  if (strcmp(dev, "auto") == 0) log_info("device auto: no CUDA backend available, using the CPU");
   /* Listen first: /healthz answers and /readyz says 503 while the registry
    * is checked and the soup rebuilt (minutes for a large store). */
   struct http_server *http = NULL;

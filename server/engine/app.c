@@ -236,7 +236,9 @@ static int app_first_admin_token(struct app *a, char **err) {
   return 0;
 }
 
-static enum dtype infer_dtype(const char *s) {
+/* "auto": F32 on the CPU, F16 on a GPU. */
+static enum dtype infer_dtype(const char *s, int gpu) {
+  if (strcmp(s, "auto") == 0) return gpu ? DT_F16 : DT_F32;
   int d = dtype_from_name(s);
   return d == DT_F16 || d == DT_BF16 ? (enum dtype)d : DT_F32;
 }
@@ -263,16 +265,11 @@ int app_open(struct app *a, char **err) {
   log_info("base model %s: UNet with %zu tensors, sha256 %.16s", a->base_name, a->base->n_tensors,
            a->base_sha256);
 
-  if (soup_new(a->base, soup_backend_cpu(), infer_dtype(a->cfg.infer_dtype), &a->soup, err) != 0)
-    return -1;
-  a->device = "cpu";
+  if (app_device_open(a, err) != 0) return -1;
+  enum dtype inf = infer_dtype(a->cfg.infer_dtype, strcmp(a->device, "cpu") != 0);
+  if (soup_new(a->base, a->soup_be, inf, &a->soup, err) != 0) return -1;
   app_gc(a);
   if (app_soup_rebuild(a, err) != 0) return -1;
-  a->be = backend_cpu_new((int)a->cfg.compute_threads);
-  if (!a->be) {
-    *err = strdup("cannot create the CPU compute backend");
-    return -1;
-  }
   char *e2 = NULL;
   if (pipeline_load(a->model_root, a->be, &a->pipe, &e2) != 0) {
     log_warn("the model cannot generate images (%s); /generate answers 503", e2 ? e2 : "?");

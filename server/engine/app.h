@@ -22,6 +22,7 @@ struct soup;
 struct engine;
 struct backend;
 struct pipeline;
+struct soup_backend;
 
 struct app {
   struct config cfg;
@@ -38,7 +39,8 @@ struct app {
   struct engine *engine; /* the compute worker (engine.h) */
   struct backend *be;    /* compute backend, used only by the worker */
   struct pipeline *pipe; /* text-to-image pipeline; NULL if the model cannot generate */
-  const char *device;    /* backend name in use */
+  char device[32];       /* "cpu" or "cuda:N" */
+  const struct soup_backend *soup_be; /* the soup ops of that device */
   pthread_mutex_t update_mu;
   char updated_at[40];
   double last_update_ms;
@@ -59,6 +61,10 @@ struct op_error {
   char detail[600]; /* never a server path */
   json_t *errors;   /* {field, message} array or NULL (owned) */
 };
+
+/* Picks the compute device from cfg.device (device.c): sets be, soup_be
+ * and device. */
+int app_device_open(struct app *a, char **err);
 
 /* Opens the data directory, the registry, the base model, builds the soup
  * from the committed registry state. */

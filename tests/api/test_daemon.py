@@ -155,3 +155,19 @@ def test_openapi_lists_every_route():
     for method, pattern in routes:
         path = pattern.replace("{key}", "{id}")
         assert path in spec and method.lower() in spec[path], (method, pattern)
+
+
+def test_device_choice_is_explicit(tmp_path):
+    """--device cuda without a usable GPU (or without the CUDA backend) is an
+    error naming the reason; auto falls back to the CPU and says so."""
+    for dev, want in (("cuda", "CUDA"), ("cuda:x", "cuda:N"), ("tpu", "auto, cpu or cuda")):
+        r = subprocess.run([BIN, "--device", dev, "--data-dir", str(tmp_path / dev),
+                            "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and want in r.stderr, (dev, r.stderr)
+    d = Daemon(tmp_path / "auto", extra=["--device", "auto"]).start()
+    try:
+        assert "using the CPU backend" in d.logs()
+        assert Client(d, d.admin_token()).soup()["device"] == "cpu"
+    finally:
+        d.stop()
