@@ -627,6 +627,9 @@ extern "C" struct backend *backend_cuda_new(int device, char **err) {
                                                                       : CUBLAS_DEFAULT_MATH)) ==
                 CUBLAS_STATUS_SUCCESS,
             "cublasSetMathMode", cublasGetStatusString(bs));
+    if (cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        c->sms < 1)
+      c->sms = 1;
     const char *at = getenv("SOUPD_CUDA_ATTN");
     c->attn_fused = at && strcmp(at, "fused") == 0;
     size_t freeb = 0, total = 0;

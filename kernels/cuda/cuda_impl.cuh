@@ -41,6 +41,7 @@ enum {
   CS_WORK,   /* cuDNN workspace */
   CS_IDS,    /* embedding ids */
   CS_TMP,    /* conversions */
+  CS_STATS,  /* group norm partial statistics */
   CS_COUNT
 };
 
@@ -82,6 +83,7 @@ struct cuda_ctx {
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
   int math;
+  int sms;        /* multiprocessors of the device */
   int attn_fused; /* SOUPD_CUDA_ATTN=fused: the fused attention kernel */
   struct cuda_alloc alloc;
   struct cuda_buf scratch[CS_COUNT];

@@ -3,11 +3,14 @@
  * Same numerics as kernels/cpu/norm_cpu.c up to summation order: two-pass
  * statistics (mean, then mean of squared deviations) accumulated in double,
  * biased variance, y = (x - mean) * (gamma * rstd) + beta in double rounded
- * once to float, SiLU after in float. One thread block per group (group
- * norm) or per row (layer norm, softmax). out may alias x (each block reads
- * all of its data before the writing pass touches it: the statistics pass
- * completes before the write pass starts). Softmax: a row of -Inf gives NaN
- * (as PyTorch and the CPU backend).
+ * once to float, SiLU after in float. One thread block per row (layer
+ * norm, softmax) and per group for group norm when there are enough groups
+ * to fill the device; otherwise (large images, few groups) group norm splits
+ * each group over several blocks: partial sums per (group, split) in double,
+ * reduced in a fixed order (deterministic), first for the mean, then for the
+ * squared deviations, then an elementwise pass applies the affine map. out may alias x (each block
+ * reads all of its data before the writing pass touches it: the statistics pass completes before
+ * the write pass starts). Softmax: a row of -Inf gives NaN (as PyTorch and the CPU backend).
  */
 #include <math.h>
 
@@ -126,6 +129,47 @@ __global__ void softmax_kernel(float *out, const float *x, int64_t C, int64_t ca
   for (int64_t i = threadIdx.x; i < C; i += NB) yr[i] = i < n ? expf(xr[i] - m) * inv : 0.0f;
 }
 
+/* block (t, sp): partial sum over elements [sp*chunk, (sp+1)*chunk) of
+ * group t (E elements), of x (mean == NULL) or of (x - mean[t])^2 */
+__global__ void gn_partial_kernel(double *part, const float *x, int64_t E, int64_t chunk,
+                                  int splits, const double *mean) {
+  __shared__ double sh[NB / 32];
+  int64_t t = blockIdx.x;
+  int sp = (int)blockIdx.y;
+  const float *xg = x + t * E;
+  int64_t i0 = (int64_t)sp * chunk, i1 = i0 + chunk < E ? i0 + chunk : E;
+  double m = mean ? mean[t] : 0.0, acc = 0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += NB) {
+    double d = (double)xg[i] - m;
+    acc = mean ? fma(d, d, acc) : acc + d;
+  }
+  acc = block_sum(acc, sh);
+  if (threadIdx.x == 0) part[t * splits + sp] = acc;
+}
+
+/* one thread per group: out[t] = sum of its splits / E; rstd: 1/sqrt(. + eps) */
+__global__ void gn_reduce_kernel(double *out, const double *part, int64_t T, int splits, int64_t E,
+                                 int rstd, float eps) {
+  CU_FOR(t, T) {
+    double s = 0;
+    for (int k = 0; k < splits; k++) s += part[t * splits + k];
+    double v = s / (double)E;
+    out[t] = rstd ? 1.0 / sqrt(v + (double)eps) : v;
+  }
+}
+
+__global__ void gn_apply_kernel(float *out, const float *x, const double *mean, const double *rstd,
+                                const void *gamma, const void *beta, int gdt, int bdt,
+                                int64_t groups, int64_t cpg, int64_t S, int64_t n, int silu) {
+  CU_FOR(i, n) {
+    int64_t E = cpg * S, t = i / E, g = t % groups, ch = g * cpg + (i % E) / S;
+    double a = (gamma ? (double)cu_load(gamma, gdt, ch) : 1.0) * rstd[t];
+    double c = beta ? (double)cu_load(beta, bdt, ch) : 0.0;
+    float v = (float)(((double)x[i] - mean[t]) * a + c);
+    out[i] = silu ? silu_f(v) : v;
+  }
+}
+
 /* used by attention: in-place softmax over [rows, C] with optional causal mask */
 int cuda_softmax_rows(struct backend *be, float *p, int64_t rows, int64_t C, int64_t causal_base,
                       int64_t rows_per_mat) {
@@ -168,10 +212,39 @@ int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
   if (N == 0 || C == 0) return 0;
   int64_t S = cu_numel(x) / (N * C);
   if (N * groups > INT32_MAX) return cuda_fail(be, -EINVAL, "group_norm: too many groups");
-  group_norm_kernel<<<(unsigned)(N * groups), NB, 0, cuda_ctx(be)->stream>>>(
-      (float *)out->data, (const float *)x->data, gamma ? gamma->data : NULL,
-      beta ? beta->data : NULL, gamma ? (int)gamma->dtype : 0, beta ? (int)beta->dtype : 0, groups,
-      C / groups, S, eps, fuse_silu != 0);
+  struct cuda_ctx *c = cuda_ctx(be);
+  int64_t T = N * groups, cpg = C / groups, E = cpg * S;
+  const void *gp = gamma ? gamma->data : NULL, *bp = beta ? beta->data : NULL;
+  int gdt = gamma ? (int)gamma->dtype : 0, bdt = beta ? (int)beta->dtype : 0;
+  int64_t want = 4 * (int64_t)c->sms; /* blocks that fill the device */
+  if (T >= 2 * (int64_t)c->sms || E <= 16384) {
+    group_norm_kernel<<<(unsigned)T, NB, 0, c->stream>>>((float *)out->data, (const float *)x->data,
+                                                         gp, bp, gdt, bdt, groups, cpg, S, eps,
+                                                         fuse_silu != 0);
+    CU_LAUNCHED(be);
+    return 0;
+  }
+  int64_t splits = (want + T - 1) / T, max_splits = (E + 8191) / 8192;
+  if (splits > max_splits) splits = max_splits;
+  if (splits > 1024) splits = 1024;
+  if (splits < 1) splits = 1;
+  int64_t chunk = (E + splits - 1) / splits;
+  double *st = (double *)cuda_scratch(be, CS_STATS, (size_t)(T * splits + 2 * T) * 8);
+  if (!st) return -ENOMEM;
+  double *part = st, *mean = st + T * splits, *rstd = mean + T;
+  dim3 grid((unsigned)T, (unsigned)splits);
+  const float *xd = (const float *)x->data;
+  gn_partial_kernel<<<grid, NB, 0, c->stream>>>(part, xd, E, chunk, (int)splits, NULL);
+  CU_LAUNCHED(be);
+  gn_reduce_kernel<<<cu_blocks(T, 128), 128, 0, c->stream>>>(mean, part, T, (int)splits, E, 0, eps);
+  CU_LAUNCHED(be);
+  gn_partial_kernel<<<grid, NB, 0, c->stream>>>(part, xd, E, chunk, (int)splits, mean);
+  CU_LAUNCHED(be);
+  gn_reduce_kernel<<<cu_blocks(T, 128), 128, 0, c->stream>>>(rstd, part, T, (int)splits, E, 1, eps);
+  CU_LAUNCHED(be);
+  int64_t n = T * E;
+  gn_apply_kernel<<<cu_blocks(n, 256), 256, 0, c->stream>>>(
+      (float *)out->data, xd, mean, rstd, gp, bp, gdt, bdt, groups, cpg, S, n, fuse_silu != 0);
   CU_LAUNCHED(be);
   return 0;
 }

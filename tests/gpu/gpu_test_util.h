@@ -35,7 +35,10 @@ static int g_fail;
 static int g_selfcheck;
 
 static inline int gpu_test_exit(void) {
-  printf("%s: %d failure(s)%s\n", g_fail ? "FAILED" : g_selfcheck ? "SELF-CHECK OK" : "PASSED",
+  printf("%s: %d failure(s)%s\n",
+         g_fail        ? "FAILED"
+         : g_selfcheck ? "SELF-CHECK OK"
+                       : "PASSED",
          g_fail, g_selfcheck ? " (CPU vs CPU harness self-check, no GPU ran: exit 77)" : "");
   return g_fail ? 1 : g_selfcheck ? GPU_SKIP : 0;
 }
@@ -177,7 +180,7 @@ static inline double gout_check(struct backend *cpu, struct backend *gpu, struct
   float *hc = malloc((size_t)bn * 4), *hg = malloc((size_t)bn * 4);
   double err = -1;
   if (cpu->download_f32(cpu, &o->big.c, hc) || gpu->download_f32(gpu, &o->big.g, hg)) {
-    printf("FAIL %-44s download: %s\n", what, backend_last_error(gpu));
+    printf("FAIL %-60s download: %s\n", what, backend_last_error(gpu));
     g_fail++;
     goto out;
   }
@@ -186,7 +189,7 @@ static inline double gout_check(struct backend *cpu, struct backend *gpu, struct
     uint32_t u;
     memcpy(&u, &hg[i], 4);
     if (u != SENTINEL) {
-      printf("FAIL %-44s GPU wrote outside the output (guard index %lld)\n", what,
+      printf("FAIL %-60s GPU wrote outside the output (guard index %lld)\n", what,
              (long long)(i - GUARD));
       g_fail++;
       goto out;
@@ -195,14 +198,14 @@ static inline double gout_check(struct backend *cpu, struct backend *gpu, struct
   double mx = 0, md = 0;
   for (int64_t i = GUARD; i < GUARD + o->n; i++) {
     if (isfinite(hc[i]) && !isfinite(hg[i])) {
-      printf("FAIL %-44s GPU non-finite %g at %lld (CPU %g)\n", what, (double)hg[i],
+      printf("FAIL %-60s GPU non-finite %g at %lld (CPU %g)\n", what, (double)hg[i],
              (long long)(i - GUARD), (double)hc[i]);
       g_fail++;
       goto out;
     }
     if (!isfinite(hc[i])) {
       if (isfinite(hg[i]) || isnan(hc[i]) != isnan(hg[i])) {
-        printf("FAIL %-44s CPU %g vs GPU %g at %lld\n", what, (double)hc[i], (double)hg[i],
+        printf("FAIL %-60s CPU %g vs GPU %g at %lld\n", what, (double)hc[i], (double)hg[i],
                (long long)(i - GUARD));
         g_fail++;
         goto out;
@@ -215,7 +218,7 @@ static inline double gout_check(struct backend *cpu, struct backend *gpu, struct
   }
   err = md / (mx > 1e-30 ? mx : 1e-30);
   int ok = err <= tol;
-  printf("%s %-44s err %.3g (bound %.1g)\n", ok ? "ok  " : "FAIL", what, err, tol);
+  printf("%s %-60s err %.3g (bound %.1g)\n", ok ? "ok  " : "FAIL", what, err, tol);
   if (!ok) g_fail++;
 out:
   free(hc);

@@ -32,7 +32,7 @@ static const enum dtype PDT[DTS] = {DT_F32, DT_F16, DT_BF16};
 
 static void report_rc(const char *what, int rc_c, int rc_g) {
   if (rc_c || rc_g) {
-    printf("FAIL %-44s rc cpu %d (%s) gpu %d (%s)\n", what, rc_c, rc_c ? backend_last_error(C) : "",
+    printf("FAIL %-60s rc cpu %d (%s) gpu %d (%s)\n", what, rc_c, rc_c ? backend_last_error(C) : "",
            rc_g, rc_g ? backend_last_error(G) : "");
     g_fail++;
   }
@@ -126,38 +126,45 @@ static void test_matmul(void) {
 }
 
 static void test_norms(void) {
-  for (int d = 0; d < DTS; d++)
-    for (int silu = 0; silu < 2; silu++)
-      for (int inplace = 0; inplace < 2; inplace++) {
-        int64_t xs[4] = {2, 12, 5, 3}, gs[1] = {12};
-        struct pair x, ga, be;
-        struct gout o;
-        if (rand_both(C, G, &x, DT_F32, 4, xs, 2.0f) || rand_both(C, G, &ga, PDT[d], 1, gs, 1.0f) ||
-            rand_both(C, G, &be, PDT[d], 1, gs, 1.0f) || gout_new(C, G, &o, 4, xs))
-          return;
-        int rc1, rc2;
-        if (inplace) { /* out == x: copy x into the guarded output first */
-          int64_t n = numel_of(4, xs);
-          float *h = malloc((size_t)n * 4);
-          C->download_f32(C, &x.c, h);
-          gout_fill(C, G, &o, h);
-          free(h);
-          rc1 = C->group_norm(C, &o.c, &o.c, &ga.c, &be.c, 4, 1e-5f, silu);
-          rc2 = G->group_norm(G, &o.g, &o.g, &ga.g, &be.g, 4, 1e-5f, silu);
-        } else {
-          rc1 = C->group_norm(C, &o.c, &x.c, &ga.c, &be.c, 4, 1e-5f, silu);
-          rc2 = G->group_norm(G, &o.g, &x.g, &ga.g, &be.g, 4, 1e-5f, silu);
+  /* group norm: one block per group, and (few large groups) the split path */
+  static const int64_t gshape[2][4] = {{2, 12, 5, 3}, {1, 32, 96, 97}};
+  static const int ggroups[2] = {4, 8};
+  for (int k = 0; k < 2; k++)
+    for (int d = 0; d < DTS; d++)
+      for (int silu = 0; silu < 2; silu++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+          const int64_t *xs = gshape[k];
+          int64_t gs[1] = {xs[1]};
+          struct pair x, ga, be;
+          struct gout o;
+          if (rand_both(C, G, &x, DT_F32, 4, xs, 2.0f) ||
+              rand_both(C, G, &ga, PDT[d], 1, gs, 1.0f) ||
+              rand_both(C, G, &be, PDT[d], 1, gs, 1.0f) || gout_new(C, G, &o, 4, xs))
+            return;
+          int rc1, rc2;
+          if (inplace) { /* out == x: copy x into the guarded output first */
+            int64_t n = numel_of(4, xs);
+            float *h = malloc((size_t)n * 4);
+            C->download_f32(C, &x.c, h);
+            gout_fill(C, G, &o, h);
+            free(h);
+            rc1 = C->group_norm(C, &o.c, &o.c, &ga.c, &be.c, ggroups[k], 1e-5f, silu);
+            rc2 = G->group_norm(G, &o.g, &o.g, &ga.g, &be.g, ggroups[k], 1e-5f, silu);
+          } else {
+            rc1 = C->group_norm(C, &o.c, &x.c, &ga.c, &be.c, ggroups[k], 1e-5f, silu);
+            rc2 = G->group_norm(G, &o.g, &x.g, &ga.g, &be.g, ggroups[k], 1e-5f, silu);
+          }
+          char what[96];
+          snprintf(what, sizeof what, "group_norm [%lld,%lld,%lld,%lld]/%d %s silu %d inplace %d",
+                   (long long)xs[0], (long long)xs[1], (long long)xs[2], (long long)xs[3],
+                   ggroups[k], dtype_name(PDT[d]), silu, inplace);
+          report_rc(what, rc1, rc2);
+          if (!rc1 && !rc2) gout_check(C, G, &o, what, 2e-6);
+          gout_free(C, G, &o);
+          free_both(C, G, &x);
+          free_both(C, G, &ga);
+          free_both(C, G, &be);
         }
-        char what[96];
-        snprintf(what, sizeof what, "group_norm %s silu %d inplace %d", dtype_name(PDT[d]), silu,
-                 inplace);
-        report_rc(what, rc1, rc2);
-        if (!rc1 && !rc2) gout_check(C, G, &o, what, 2e-6);
-        gout_free(C, G, &o);
-        free_both(C, G, &x);
-        free_both(C, G, &ga);
-        free_both(C, G, &be);
-      }
   for (int d = 0; d < DTS; d++) {
     int64_t xs[3] = {3, 7, 37}, gs[1] = {37};
     struct pair x, ga, be;
