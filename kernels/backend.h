@@ -94,8 +94,7 @@ struct backend {
   /* Nearest-neighbour resize of x [N,C,H,W] to out [N,C,Ho,Wo] (2x, or the skip's size). */
   int (*upsample_nearest)(struct backend *be, struct tensor *out, const struct tensor *x);
   /* out = x permuted by perm (ndim entries), e.g. NCHW -> NHWC with {0,2,3,1}. */
-  int (*permute)(struct backend *be, struct tensor *out, const struct tensor *x,
-                 const int *perm);
+  int (*permute)(struct backend *be, struct tensor *out, const struct tensor *x, const int *perm);
   /* out[:, start:start+len_of_out] along dim of x (a slice along one dim). */
   int (*slice)(struct backend *be, struct tensor *out, const struct tensor *x, int dim,
                int64_t start);
@@ -115,7 +114,9 @@ struct backend {
 /* The CPU backend; threads = 0 uses every online core. */
 struct backend *backend_cpu_new(int threads);
 
-static inline const char *backend_last_error(struct backend *be) { return be->last_error(be); }
+static inline const char *backend_last_error(struct backend *be) {
+  return be->last_error(be);
+}
 
 #ifdef __cplusplus
 }

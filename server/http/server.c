@@ -187,8 +187,7 @@ static enum MHD_Result request_chunk(struct request *r, const char *data, size_t
 static enum MHD_Result reply_bad_json(struct request *r, const json_error_t *je) {
   size_t pos = (size_t)je->position < r->body_len ? (size_t)je->position : r->body_len;
   size_t at = pos;
-  while (at > 0 && r->body[at - 1] != ':' && r->body[at - 1] != ',' && r->body[at - 1] != '[')
-    at--;
+  while (at > 0 && r->body[at - 1] != ':' && r->body[at - 1] != ',' && r->body[at - 1] != '[') at--;
   const char *v = r->body + at;
   while (*v == ' ' || *v == '-' || *v == '+') v++;
   if (strncmp(v, "NaN", 3) == 0 || strncmp(v, "Infinity", 8) == 0) {
