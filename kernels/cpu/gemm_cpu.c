@@ -2,9 +2,13 @@
  * over the pool by cpu_sgemm or over the batch).
  *
  * linear: out [..., O] = x [..., I] @ w [O, I]^T + b [O]; x viewed as [M, I].
- * matmul: out [B, M, N] = alpha * op(a) @ op(b) (2-dim tensors mean B = 1).
+ * With AVX-512, M >= 32 and O a multiple of 32 (or >= 256): w^T packed into 32-column panels (per
+ * call), row blocks of x over the pool with the 8x32 micro-kernel (gemm_avx512.c); otherwise
+ * cpu_sgemm (OpenBLAS, split over the pool) and a bias pass. matmul: out [B, M, N] = alpha * op(a)
+ * @ op(b) (2-dim tensors mean B = 1).
  */
 #include <cblas.h>
+#include <stdlib.h>
 
 #include "cpu_impl.h"
 
@@ -19,6 +23,43 @@ static void bias_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   for (int64_t r = i0; r < i1; r++) {
     float *o = j->out + r * j->O;
     for (int64_t k = 0; k < j->O; k++) o[k] += j->b[k];
+  }
+}
+
+/* AVX-512 path: W^T packed per 32-output panel, then row blocks */
+struct pack_job {
+  const float *w;
+  float *bp;
+  int64_t O, In;
+};
+
+static void pack_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct pack_job *j = ctx;
+  for (int64_t p = i0; p < i1; p++) {
+    int64_t n = j->O - p * 32 < 32 ? j->O - p * 32 : 32;
+    gemm_avx512_pack_bt(j->w + p * 32 * j->In, n, j->In, j->bp + p * 32 * j->In);
+  }
+}
+
+struct lin_job {
+  const float *x, *bp, *b;
+  float *out;
+  int64_t M, In, O, mb;
+  struct cpu_buf *tbuf;
+  int failed;
+};
+
+static void lin_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct lin_job *j = ctx;
+  for (int64_t t = i0; t < i1; t++) {
+    int64_t r0 = t * j->mb, rows = r0 + j->mb < j->M ? j->mb : j->M - r0;
+    float *s = cpu_buf_get(&j->tbuf[tid], gemm_avx512_scratch_floats(rows));
+    if (!s) {
+      j->failed = 1;
+      return;
+    }
+    gemm_avx512_rows(j->x + r0 * j->In, j->In, rows, j->In, j->bp, j->O, j->b, j->out + r0 * j->O,
+                     j->O, s);
   }
 }
 
@@ -49,6 +90,23 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   if (!wf) return -ENOMEM;
   const float *bf = NULL;
   if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
+  struct cpu_ctx *c = cpu_ctx(be);
+  static int have_avx512 = -1;
+  if (have_avx512 < 0) have_avx512 = conv_avx512_available() && !getenv("SOUPD_CPU_NO_AVX512");
+  if (have_avx512 && In > 0 && M >= 32 && (O % 32 == 0 || O >= 256)) {
+    float *bp = cpu_buf_get(&c->wbuf[CPU_W_PACK], gemm_avx512_bpack_floats(O, In));
+    if (!bp) return cpu_fail(be, -ENOMEM, "linear: no memory to pack weights");
+    struct pack_job pj = {wf, bp, O, In};
+    parallel_for(c->pool, (O + 31) / 32, 1, pack_task, &pj);
+    /* rows per task: a multiple of 8, 4 tasks per thread, at most 256 */
+    int64_t mb = (M + 4 * c->threads - 1) / (4 * c->threads);
+    mb = (mb + 7) / 8 * 8;
+    if (mb > 256) mb = 256;
+    struct lin_job lj = {x->data, bp, bf, out->data, M, In, O, mb, c->tbuf, 0};
+    parallel_for(c->pool, (M + mb - 1) / mb, 1, lin_task, &lj);
+    if (lj.failed) return cpu_fail(be, -ENOMEM, "linear: no memory for packing");
+    return 0;
+  }
   if (In == 0)
     memset(out->data, 0, (size_t)(M * O) * sizeof(float));
   else

@@ -193,8 +193,9 @@ int main(int argc, char **argv) {
   }
   const struct {
     int64_t B, Lq, Lk, H, D;
-  } atts[] = {
-      {2, 4096, 4096, 5, 16}, {2, 4096, 4096, 5, 64}, {2, 4096, 77, 5, 16}, {2, 1024, 1024, 5, 32}};
+  } atts[] = {{2, 4096, 4096, 5, 16},  {2, 4096, 4096, 5, 64}, {2, 4096, 77, 5, 16},
+              {2, 1024, 1024, 10, 16}, {2, 1024, 77, 10, 16},  {2, 256, 256, 20, 16},
+              {2, 1024, 1024, 5, 32}};
   for (unsigned i = 0; i < sizeof atts / sizeof *atts; i++) {
     struct op_ctx o = {.be = be, .kind = 2, .heads = (int)atts[i].H};
     int64_t HD = atts[i].H * atts[i].D;

@@ -146,6 +146,13 @@ static void test_linear(void **state) {
   linear_case(be, 2, b, 50, DT_F32, 1);   /* split over rows */
   linear_case(be, 2, c, 3000, DT_F16, 1); /* split over outputs */
   linear_case(be, 4, d, 9, DT_F32, 1);
+  /* shapes for the packed AVX-512 path: outputs a multiple of 32 or >= 256,
+   * reductions longer than one 512-row chunk, partial row panels */
+  int64_t e[2] = {100, 70}, f[3] = {1, 257, 600}, g[2] = {40, 33}, h[2] = {37, 1100};
+  linear_case(be, 2, e, 64, DT_F16, 1);
+  linear_case(be, 3, f, 288, DT_F32, 1);
+  linear_case(be, 2, g, 32, DT_BF16, 0);
+  linear_case(be, 2, h, 300, DT_F32, 1);
   int64_t xs[2] = {4, 6}, ws[2] = {5, 7}, os[2] = {4, 5};
   struct tensor x = tk_rand(be, DT_F32, 2, xs, 1, NULL), w = tk_rand(be, DT_F32, 2, ws, 1, NULL);
   struct tensor o = tk_tensor(be, DT_F32, 2, os, NULL, NULL);
