@@ -435,8 +435,11 @@ static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, 
   if (!h) return cuda_fail(be, -ENOMEM, "upload: no host memory");
   int rc = host_convert(be, h, dst->dtype, src, src_dt, n, "upload");
   if (rc == 0) {
-    cudaError_t e =
-        cudaMemcpy(dst->data, h, (size_t)n * cu_dtype_size(dst->dtype), cudaMemcpyHostToDevice);
+    /* on the op stream, and waited for: a pageable H2D copy may still be in
+     * flight when cudaMemcpy returns, and h is freed below */
+    cudaError_t e = cudaMemcpyAsync(dst->data, h, (size_t)n * cu_dtype_size(dst->dtype),
+                                    cudaMemcpyHostToDevice, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess)
       rc = cuda_fail(be, -EIO, "upload: cudaMemcpy failed: %s", cudaGetErrorString(e));
   }
@@ -513,8 +516,11 @@ static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) rc = cuda_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
     if (!rc) rc = host_convert(be, hd, dst->dtype, hs, src->dtype, n, "copy");
-    if (!rc && (e = cudaMemcpy(dst->data, hd, db, cudaMemcpyHostToDevice)) != cudaSuccess)
-      rc = cuda_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
+    if (!rc) {
+      e = cudaMemcpyAsync(dst->data, hd, db, cudaMemcpyHostToDevice, c->stream);
+      if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+      if (e != cudaSuccess) rc = cuda_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
+    }
   }
   free(hs);
   free(hd);

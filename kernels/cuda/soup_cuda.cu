@@ -390,8 +390,9 @@ static int cuda_soup_convert(void *out, enum dtype out_dt, const void *src, enum
   if (!s) return -1;
   int rc;
   if (src_dt == out_dt) {
-    rc = cudaMemcpy(out, src, (size_t)n * cu_dtype_size(src_dt), cudaMemcpyHostToDevice) ==
-                 cudaSuccess
+    rc = cudaMemcpyAsync(out, src, (size_t)n * cu_dtype_size(src_dt), cudaMemcpyHostToDevice,
+                         s->st[0]) == cudaSuccess &&
+                 cudaStreamSynchronize(s->st[0]) == cudaSuccess
              ? 0
              : -1;
   } else {
@@ -524,13 +525,20 @@ static void cuda_soup_free(void *p) {
 static int cuda_soup_download(void *host, const void *mem, size_t bytes) {
   pthread_once(&g.once, soup_cuda_init);
   if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return -1;
-  return cudaMemcpy(host, mem, bytes, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -1;
+  return cudaMemcpy(host, mem, bytes, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                 cudaStreamSynchronize(0) == cudaSuccess
+             ? 0
+             : -1;
 }
 
 static int cuda_soup_upload(void *mem, const void *host, size_t bytes) {
   pthread_once(&g.once, soup_cuda_init);
   if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return -1;
-  return cudaMemcpy(mem, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -1;
+  /* a pageable H2D cudaMemcpy may return before the DMA lands: wait */
+  return cudaMemcpy(mem, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+                 cudaStreamSynchronize(0) == cudaSuccess
+             ? 0
+             : -1;
 }
 
 extern "C" const struct soup_backend *soup_backend_cuda(void) {
