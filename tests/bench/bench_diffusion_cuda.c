@@ -283,7 +283,9 @@ static int bench_soup(int argc, char **argv) {
          (double)n * 2 / 1e9, (double)n * 8 / 1e9, sb->name);
   for (int r = 0; r < runs; r++) {
     double t0 = now_s();
-    if (cudaMemcpy(dev16, shard, (size_t)n * 2, cudaMemcpyHostToDevice) != cudaSuccess) goto done;
+    if (cudaMemcpy(dev16, shard, (size_t)n * 2, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess)
+      goto done;
     t[r] = now_s() - t0;
   }
   copy_ms = 1e3 * median(t, runs);

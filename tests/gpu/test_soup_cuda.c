@@ -34,7 +34,11 @@ static int d2h(void *dst, const void *src, size_t bytes) {
 static int h2d(void *dst, const void *src, size_t bytes) {
   if (g_selfcheck) return memcpy(dst, src, bytes), 0;
 #ifdef SOUPD_HAVE_CUDA
-  return cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -1;
+  /* the soup ops run on their own non-blocking streams: wait for the DMA */
+  return cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+                 cudaDeviceSynchronize() == cudaSuccess
+             ? 0
+             : -1;
 #else
   return -1;
 #endif
