@@ -170,17 +170,26 @@ static int buf_init(struct soup *s, struct soup_buf *b) {
   return 0;
 }
 
-/* Digests of the all-zero accumulators: one SHA-256 per distinct size
- * (s->order is sorted by size, so equal sizes are adjacent). */
+/* Digests of the all-zero accumulators: one SHA-256 per distinct size, in
+ * parallel (s->order is sorted by size, so equal sizes are adjacent; the
+ * first of each run hashes, the others copy). */
+static int zero_leader(const struct soup *s, size_t k) {
+  return k == 0 || s->t[s->order[k - 1]].numel != s->t[s->order[k]].numel;
+}
+
+static int hash_zero_one(void *ctx, size_t i) {
+  struct soup *s = ctx;
+  size_t k = 0;
+  while (s->order[k] != i) k++; /* n is a few hundred: fine at start-up */
+  if (!zero_leader(s, k)) return 0;
+  return s->be->hash(s->t[i].acc, s->t[i].numel, s->digest[i]) ? -EIO : 0;
+}
+
 static int hash_zero(struct soup *s) {
-  for (size_t k = 0; k < s->n; k++) {
-    size_t i = s->order[k];
-    if (k > 0 && s->t[s->order[k - 1]].numel == s->t[i].numel) {
-      memcpy(s->digest[i], s->digest[s->order[k - 1]], 32);
-    } else if (s->be->hash(s->t[i].acc, s->t[i].numel, s->digest[i])) {
-      return -EIO;
-    }
-  }
+  int rc = soup_par_for(s, hash_zero_one, s);
+  if (rc) return rc;
+  for (size_t k = 1; k < s->n; k++)
+    if (!zero_leader(s, k)) memcpy(s->digest[s->order[k]], s->digest[s->order[k - 1]], 32);
   return 0;
 }
 
