@@ -44,10 +44,7 @@ step() { # name, command...
   nvcc --version 2>/dev/null | tail -2
 } >"$log" 2>&1
 
-# The top-level add_compile_options() also reaches nvcc; the launcher moves
-# GCC-only flags to -Xcompiler (harmless once CMakeLists.txt scopes them).
-step configure cmake -S "$root" -B "$build" -DSOUPD_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_COMPILER_LAUNCHER="$root/tests/gpu/nvcc_launcher.sh" || {
+step configure cmake -S "$root" -B "$build" -DSOUPD_CUDA=ON -DCMAKE_BUILD_TYPE=Release || {
   echo "log: $log"
   exit 1
 }
