@@ -117,9 +117,7 @@ int attention_cpu(struct backend *be, struct tensor *out, const struct tensor *q
                        .scale = scale,
                        .causal = causal != 0,
                        .tbuf = c->tbuf};
-  static int have_avx512 = -1;
-  if (have_avx512 < 0) have_avx512 = attn_avx512_available() && !getenv("SOUPD_CPU_NO_AVX512");
-  j.avx512 = have_avx512;
+  j.avx512 = c->avx512;
   /* query rows per block: score block 128K floats (512 KB; 256 KB for the
    * sgemm path, which also packs), 16..512 rows */
   int64_t rows = (j.avx512 ? 1 << 17 : 1 << 16) / Lk;

@@ -382,6 +382,8 @@ struct backend *backend_cpu_new(int threads) {
   c->threads = thread_pool_size(c->pool);
   if (c->threads > CPU_MAX_THREADS) goto fail;
   pthread_once(&openblas_once, openblas_fix_coretype);
+  c->avx512 = conv_avx512_available() && attn_avx512_available() &&
+              !(getenv("SOUPD_CPU_NO_AVX512") && atoi(getenv("SOUPD_CPU_NO_AVX512")));
   openblas_set_num_threads(1);
   be->name = "cpu";
   be->ctx = c;

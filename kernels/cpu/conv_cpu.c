@@ -121,6 +121,19 @@ static void conv_1x1_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   }
 }
 
+struct wpack_job {
+  const float *w;
+  float *wp;
+  int64_t Co, K;
+};
+
+/* packs 8-channel panels [i0, i1) of the weights */
+static void wpack_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct wpack_job *j = ctx;
+  int64_t c0 = i0 * 8, c1 = i1 * 8 < j->Co ? i1 * 8 : j->Co;
+  conv_avx512_pack_w(j->w + c0 * j->K, c1 - c0, j->K, j->wp + c0 * j->K);
+}
+
 /* rows per tile for about `target` pixels, keeping 2 tasks per thread */
 static int64_t tile_rows(const struct conv_geom *g, int64_t N, int64_t target, int threads) {
   int64_t rows = target / g->Wo;
@@ -183,12 +196,11 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                        .out = out->data,
                        .N = N,
                        .tbuf = c->tbuf};
-  static int have_avx512 = -1;
-  if (have_avx512 < 0) have_avx512 = conv_avx512_available() && !getenv("SOUPD_CPU_NO_AVX512");
-  if (have_avx512 && j.g.K > 0) {
+  if (c->avx512 && j.g.K > 0) {
     float *wp = cpu_buf_get(&c->wbuf[CPU_W_PACK], conv_avx512_wpack_floats(Co, j.g.K));
     if (!wp) return cpu_fail(be, -ENOMEM, "conv2d: no memory to pack weights");
-    conv_avx512_pack_w(wf, Co, j.g.K, wp);
+    struct wpack_job pj = {wf, wp, Co, j.g.K};
+    parallel_for(c->pool, (Co + 7) / 8, 1, wpack_task, &pj);
     j.w = wp;
     j.rows = tile_rows(&j.g, N, 256, c->threads);
     j.tiles = (Ho + j.rows - 1) / j.rows;

@@ -29,6 +29,7 @@ struct cpu_buf {
 struct cpu_ctx {
   struct thread_pool *pool;
   int threads;
+  int avx512; /* use the AVX-512 kernels (CPU has them, SOUPD_CPU_NO_AVX512 unset) */
   char err[512];
   struct cpu_buf wbuf[CPU_W_COUNT];
   struct cpu_buf tbuf[CPU_MAX_THREADS]; /* per-thread scratch */

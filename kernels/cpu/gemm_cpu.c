@@ -91,9 +91,7 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   const float *bf = NULL;
   if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
   struct cpu_ctx *c = cpu_ctx(be);
-  static int have_avx512 = -1;
-  if (have_avx512 < 0) have_avx512 = conv_avx512_available() && !getenv("SOUPD_CPU_NO_AVX512");
-  if (have_avx512 && In > 0 && M >= 32 && (O % 32 == 0 || O >= 256)) {
+  if (c->avx512 && In > 0 && M >= 32 && (O % 32 == 0 || O >= 256)) {
     float *bp = cpu_buf_get(&c->wbuf[CPU_W_PACK], gemm_avx512_bpack_floats(O, In));
     if (!bp) return cpu_fail(be, -ENOMEM, "linear: no memory to pack weights");
     struct pack_job pj = {wf, bp, O, In};

@@ -1,7 +1,8 @@
 /* test_kernels_dense.c: conv2d, linear, matmul and attention of the CPU
  * backend against naive double-precision references, over odd shapes,
  * strides, paddings, F16/BF16 weights, causal masks and Lq != Lk; plus the
- * shape checks (status -EINVAL and a message).
+ * shape checks (status -EINVAL and a message). Everything runs twice: with
+ * the default kernels and with SOUPD_CPU_NO_AVX512=1 (OpenBLAS paths).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -299,5 +300,11 @@ int main(void) {
       cmocka_unit_test(test_linear),    cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_attention),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  /* once with the default kernels (AVX-512 where the CPU has it), once with
+   * the portable OpenBLAS paths */
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  setenv("SOUPD_CPU_NO_AVX512", "1", 1);
+  failed += cmocka_run_group_tests(tests, NULL, NULL);
+  unsetenv("SOUPD_CPU_NO_AVX512");
+  return failed;
 }
