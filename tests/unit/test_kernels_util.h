@@ -99,8 +99,10 @@ static inline int tk_compare(const char *what, const float *got, const double *r
   return 1;
 }
 
+/* 2 threads, or TEST_KERNELS_THREADS */
 static inline struct backend *tk_backend(void) {
-  struct backend *be = backend_cpu_new(2);
+  const char *e = getenv("TEST_KERNELS_THREADS");
+  struct backend *be = backend_cpu_new(e ? atoi(e) : 2);
   if (!be) abort();
   return be;
 }
