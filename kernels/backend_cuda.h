@@ -31,9 +31,13 @@ int backend_cuda_device_count(void);
  * frees) when err != NULL. */
 struct backend *backend_cuda_new(int device, char **err);
 
-/* The soup ops on the GPU (same bits as soup_backend_cpu()). Uses device
- * $SOUPD_CUDA_DEVICE (default 0). NULL when there is no usable device.
- * alloc returns device memory; sources stay host memory. */
+/* The soup ops on the GPU (same bits as soup_backend_cpu()) on device
+ * `device`: alloc returns memory on that device (use the same device as the
+ * compute backend that reads the inference copy); sources stay host memory.
+ * One device per process: the first successful call binds it; NULL for
+ * another device, or when there is no usable device. */
+const struct soup_backend *soup_backend_cuda_for(int device);
+/* soup_backend_cuda_for($SOUPD_CUDA_DEVICE, default 0). */
 const struct soup_backend *soup_backend_cuda(void);
 
 #ifdef __cplusplus

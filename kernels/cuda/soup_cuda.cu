@@ -11,8 +11,10 @@
  *    copied back in order (the bytes are the device's little-endian int64s,
  *    the same bytes the CPU hashes);
  *  - validate runs on the host over the host source (the CPU's rule).
- * Memory from alloc is device memory (cudaMalloc, zero-filled) on device
- * $SOUPD_CUDA_DEVICE (default 0): host_memory is 0 and download/upload are
+ * Memory from alloc is device memory (cudaMalloc, zero-filled) on the device
+ * the table was first obtained for (soup_backend_cuda_for(d), or
+ * soup_backend_cuda(): $SOUPD_CUDA_DEVICE, default 0; one device per
+ * process): host_memory is 0 and download/upload are
  * plain synchronous cudaMemcpy. Sources are host memory, streamed through
  * pinned staging buffers by a worker slot: two CUDA streams alternate chunks
  * so that the host memcpy into pinned memory, the host->device copy, the
@@ -149,8 +151,10 @@ struct soup_slot {
   void *din[2];     /* device: source chunk */
 };
 
+/* set once, under mu, before the first table is handed out; every op is
+ * reached through a table, so ops read device without the lock */
 static struct {
-  pthread_once_t once;
+  int inited;
   int device; /* -1: none */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -158,19 +162,25 @@ static struct {
   struct soup_slot slot[SOUP_CUDA_MAX_SLOTS];
   struct soup_backend be;
   char name[32];
-} g = {PTHREAD_ONCE_INIT, -1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {}, {}, {}};
+} g = {0, -1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {}, {}, {}};
 
 static void soup_cuda_fill(struct soup_backend *be);
 
-static void soup_cuda_init(void) {
-  int n = backend_cuda_device_count();
-  const char *e = getenv("SOUPD_CUDA_DEVICE");
-  int d = e ? atoi(e) : 0;
-  g.device = d >= 0 && d < n ? d : -1;
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  g.nslots = cpus < 2 ? 2 : cpus > SOUP_CUDA_MAX_SLOTS ? SOUP_CUDA_MAX_SLOTS : (int)cpus;
-  snprintf(g.name, sizeof g.name, "cuda:%d", g.device);
-  soup_cuda_fill(&g.be);
+/* binds the soup ops to device d on the first successful call; 1 if the
+ * table is bound to d */
+static int soup_cuda_init(int d) {
+  pthread_mutex_lock(&g.mu);
+  if (!g.inited && d >= 0 && d < backend_cuda_device_count()) {
+    g.device = d;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    g.nslots = cpus < 2 ? 2 : cpus > SOUP_CUDA_MAX_SLOTS ? SOUP_CUDA_MAX_SLOTS : (int)cpus;
+    snprintf(g.name, sizeof g.name, "cuda:%d", g.device);
+    soup_cuda_fill(&g.be);
+    g.inited = 1;
+  }
+  int ok = g.inited && g.device == d;
+  pthread_mutex_unlock(&g.mu);
+  return ok;
 }
 
 static void slot_teardown(struct soup_slot *s) {
@@ -208,7 +218,6 @@ static int slot_setup(struct soup_slot *s) {
 
 /* a ready slot for this call (waits for a free one); NULL on failure */
 static struct soup_slot *slot_get(void) {
-  pthread_once(&g.once, soup_cuda_init);
   if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return NULL;
   pthread_mutex_lock(&g.mu);
   struct soup_slot *s = NULL;
@@ -501,7 +510,6 @@ static int cuda_soup_validate(const void *src, enum dtype dt, int64_t n, int F, 
 /* ---- memory ---- */
 
 static void *cuda_soup_alloc(size_t bytes) {
-  pthread_once(&g.once, soup_cuda_init);
   if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return NULL;
   void *p = NULL;
   if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
@@ -517,13 +525,11 @@ static void *cuda_soup_alloc(size_t bytes) {
 
 static void cuda_soup_free(void *p) {
   if (!p) return;
-  pthread_once(&g.once, soup_cuda_init);
   if (g.device >= 0) cudaSetDevice(g.device);
   cudaFree(p);
 }
 
 static int cuda_soup_download(void *host, const void *mem, size_t bytes) {
-  pthread_once(&g.once, soup_cuda_init);
   if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return -1;
   return cudaMemcpy(host, mem, bytes, cudaMemcpyDeviceToHost) == cudaSuccess &&
                  cudaStreamSynchronize(0) == cudaSuccess
@@ -532,7 +538,6 @@ static int cuda_soup_download(void *host, const void *mem, size_t bytes) {
 }
 
 static int cuda_soup_upload(void *mem, const void *host, size_t bytes) {
-  pthread_once(&g.once, soup_cuda_init);
   if (g.device < 0 || cudaSetDevice(g.device) != cudaSuccess) return -1;
   /* a pageable H2D cudaMemcpy may return before the DMA lands: wait */
   return cudaMemcpy(mem, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
@@ -541,9 +546,13 @@ static int cuda_soup_upload(void *mem, const void *host, size_t bytes) {
              : -1;
 }
 
+extern "C" const struct soup_backend *soup_backend_cuda_for(int device) {
+  return soup_cuda_init(device) ? &g.be : NULL;
+}
+
 extern "C" const struct soup_backend *soup_backend_cuda(void) {
-  pthread_once(&g.once, soup_cuda_init);
-  return g.device < 0 ? NULL : &g.be;
+  const char *e = getenv("SOUPD_CUDA_DEVICE");
+  return soup_backend_cuda_for(e ? atoi(e) : 0);
 }
 
 static void soup_cuda_fill(struct soup_backend *be_) {
