@@ -4,7 +4,8 @@
  *
  * scratch layout (attn_avx512_scratch(R, keys, D) floats):
  *   KT [D, ldS] = k_h^T and Vp [ldS, D] = v_h for `keys` keys, zero-padded
- *   to ldS = keys rounded up to 16 (attn_pack_avx512, once per task);
+ *   to ldS = lead_dim(keys) (keys rounded up to 16, +16 against L1
+ *   aliasing; attn_pack_avx512, once per task);
  *   S [R, ldS] scores, inv [R] and lane maxima rmax [R, 16] for one block
  *   of R query rows.
  * attn_block_avx512, for query rows [r0, r0+R) (q and o point at row r0):
@@ -30,8 +31,15 @@ static inline int64_t round16(int64_t n) {
   return (n + 15) / 16 * 16;
 }
 
-size_t attn_avx512_scratch(int64_t R, int64_t keys, int64_t D) {
+/* row stride of KT and S: keys rounded up to 16, plus 16 when that is a
+ * multiple of 256 floats (rows 1 KB apart alias in L1 and thrash) */
+static inline int64_t lead_dim(int64_t keys) {
   int64_t ld = round16(keys);
+  return ld % 256 == 0 ? ld + 16 : ld;
+}
+
+size_t attn_avx512_scratch(int64_t R, int64_t keys, int64_t D) {
+  int64_t ld = lead_dim(keys);
   return (size_t)(2 * D * ld + R * ld + 17 * R + 64);
 }
 
@@ -268,7 +276,7 @@ AVX512 static float exp_row(float *s, int64_t n, int64_t ld, const float *rmax16
 
 void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int64_t keys,
                       float *scratch) {
-  int64_t ldS = round16(keys);
+  int64_t ldS = lead_dim(keys);
   float *kt = scratch, *vp = kt + D * ldS;
   for (int64_t j0 = 0; j0 < ldS; j0 += 16) /* 16 keys at a time: rows of k read once */
     for (int64_t d = 0; d < D; d++)
@@ -279,7 +287,7 @@ void attn_pack_avx512(const float *k, const float *v, int64_t HD, int64_t D, int
 
 AVX512 void attn_block_avx512(const float *q, float *o, int64_t HD, int64_t D, int64_t R,
                               int64_t r0, int64_t keys, int causal, float scale, float *scratch) {
-  int64_t ldS = round16(keys);
+  int64_t ldS = lead_dim(keys);
   const float *kt = scratch, *vp = kt + D * ldS;
   float *S = scratch + 2 * D * ldS, *inv = S + R * ldS, *rmax = inv + R;
   /* rows of this block see keys [0, kb) */
