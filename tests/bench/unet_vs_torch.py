@@ -14,7 +14,8 @@ Configs:
 For each: diffusers (torch.set_num_threads(THREADS), no_grad, fp32) runs one
 warm-up and RUNS timed forwards; build/bench_diffusion_unet does the same on
 the same weights and inputs; the script checks the outputs agree (rel. error)
-and prints both medians and the ratio soupd/diffusers (< 1: soupd faster).
+and prints both medians and the ratio soupd/diffusers (< 1: soupd faster),
+also the ratio of the best runs (steadier on a shared, loaded machine).
 With --profile (default on) the C bench also prints time per op class.
 Never fails on a time.
 """
@@ -77,12 +78,15 @@ def bench_one(name, unet_dir, unet, hw, bench_bin, runs, threads, profile, tmp):
         print(p.stdout, p.stderr)
         raise SystemExit(f"{name}: bench failed")
     soupd_ms = float(next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("median_ms")))
+    soupd_runs = [float(l.split()[1]) for l in p.stdout.splitlines() if l.startswith("run_ms")]
+    torch_min, soupd_min = 1e3 * min(times), min(soupd_runs)
     got = load_file(out)["out"]
     rel = ((got - ref).abs().max() / ref.abs().max()).item()
     print(f"== {name}: latent {hw}x{hw}, batch 2, {threads} threads, {runs} runs")
     print(f"   diffusers median {torch_ms:9.1f} ms   (runs: {', '.join(f'{1e3*x:.0f}' for x in times)})")
-    print(f"   soupd     median {soupd_ms:9.1f} ms")
-    print(f"   ratio soupd/diffusers {soupd_ms / torch_ms:.2f}   output rel. error {rel:.2e}")
+    print(f"   soupd     median {soupd_ms:9.1f} ms   (runs: {', '.join(f'{x:.0f}' for x in soupd_runs)})")
+    print(f"   ratio soupd/diffusers: medians {soupd_ms / torch_ms:.2f}, best runs "
+          f"{soupd_min / torch_min:.2f}   output rel. error {rel:.2e}")
     if profile:
         lines = p.stdout.splitlines()
         i = next((k for k, l in enumerate(lines) if l.startswith("profile")), None)
