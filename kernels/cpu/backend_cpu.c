@@ -150,7 +150,7 @@ CPU_CLONES static void widen_bf16(float *dst, const uint16_t *src, int64_t n) {
   }
 }
 
-static void widen_serial(float *dst, const void *src, enum dtype dt, int64_t n) {
+void cpu_widen_serial(float *dst, const void *src, enum dtype dt, int64_t n) {
   if (dt == DT_F32)
     memcpy(dst, src, (size_t)n * 4);
   else if (dt == DT_F16)
@@ -167,7 +167,8 @@ struct widen_job {
 
 static void widen_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   struct widen_job *j = ctx;
-  widen_serial(j->dst + i0, (const char *)j->src + (size_t)i0 * dtype_size(j->dt), j->dt, i1 - i0);
+  cpu_widen_serial(j->dst + i0, (const char *)j->src + (size_t)i0 * dtype_size(j->dt), j->dt,
+                   i1 - i0);
 }
 
 void cpu_widen(struct backend *be, float *dst, const void *src, enum dtype dt, int64_t n) {

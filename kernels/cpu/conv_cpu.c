@@ -122,16 +122,33 @@ static void conv_1x1_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 }
 
 struct wpack_job {
-  const float *w;
+  const void *w; /* [Co, K] in dt */
+  enum dtype dt;
   float *wp;
   int64_t Co, K;
+  struct cpu_buf *tbuf;
+  int failed;
 };
 
-/* packs 8-channel panels [i0, i1) of the weights */
+/* packs 8-channel panels [i0, i1) of the weights, widening F16/BF16 rows
+ * through the worker's scratch (no full-size F32 copy) */
 static void wpack_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   struct wpack_job *j = ctx;
-  int64_t c0 = i0 * 8, c1 = i1 * 8 < j->Co ? i1 * 8 : j->Co;
-  conv_avx512_pack_w(j->w + c0 * j->K, c1 - c0, j->K, j->wp + c0 * j->K);
+  for (int64_t p = i0; p < i1; p++) {
+    int64_t c0 = p * 8, n = j->Co - c0 < 8 ? j->Co - c0 : 8;
+    const float *src = (const float *)j->w + c0 * j->K;
+    if (j->dt != DT_F32) {
+      float *tmp = cpu_buf_get(&j->tbuf[tid], (size_t)(n * j->K));
+      if (!tmp) {
+        j->failed = 1;
+        return;
+      }
+      cpu_widen_serial(tmp, (const char *)j->w + (size_t)(c0 * j->K) * dtype_size(j->dt), j->dt,
+                       n * j->K);
+      src = tmp;
+    }
+    conv_avx512_pack_w(src, n, j->K, j->wp + c0 * j->K);
+  }
 }
 
 /* rows per tile for about `target` pixels, keeping 2 tasks per thread */
@@ -175,8 +192,6 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   if (out->data == x->data) return cpu_fail(be, -EINVAL, "conv2d: out may not alias x");
   if (N == 0 || Co == 0) return 0;
   struct cpu_ctx *c = cpu_ctx(be);
-  const float *wf = cpu_param_f32(be, w, CPU_W_WEIGHT, op);
-  if (!wf) return -ENOMEM;
   const float *bf = NULL;
   if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
   struct conv_job j = {.g = {.Ci = Ci,
@@ -191,7 +206,7 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                              .stride = stride,
                              .pad = pad},
                        .x = x->data,
-                       .w = wf,
+                       .w = NULL,
                        .b = bf,
                        .out = out->data,
                        .N = N,
@@ -199,12 +214,15 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   if (c->avx512 && j.g.K > 0) {
     float *wp = cpu_buf_get(&c->wbuf[CPU_W_PACK], conv_avx512_wpack_floats(Co, j.g.K));
     if (!wp) return cpu_fail(be, -ENOMEM, "conv2d: no memory to pack weights");
-    struct wpack_job pj = {wf, wp, Co, j.g.K};
+    struct wpack_job pj = {w->data, w->dtype, wp, Co, j.g.K, c->tbuf, 0};
     parallel_for(c->pool, (Co + 7) / 8, 1, wpack_task, &pj);
+    if (pj.failed) return cpu_fail(be, -ENOMEM, "conv2d: no memory to widen weights");
     j.w = wp;
     j.rows = tile_rows(&j.g, N, 256, c->threads);
     j.tiles = (Ho + j.rows - 1) / j.rows;
     parallel_for(c->pool, N * j.tiles, 1, conv_avx512_task, &j);
+  } else if (!(j.w = cpu_param_f32(be, w, CPU_W_WEIGHT, op))) {
+    return -ENOMEM;
   } else if (kh == 1 && kw == 1 && stride == 1 && pad == 0) {
     /* pixels per task: enough tasks for the pool, wide enough for GEMM */
     int64_t HW = H * W, target = (N * HW + 4 * c->threads - 1) / (4 * c->threads);

@@ -50,6 +50,8 @@ float *cpu_buf_get(struct cpu_buf *buf, size_t n);
  * Returns NULL (with last_error set) for other dtypes or no memory. */
 const float *cpu_param_f32(struct backend *be, const struct tensor *w, int slot, const char *what);
 
+/* Widens n elements of src (F32/F16/BF16) to dst in the calling thread. */
+void cpu_widen_serial(float *dst, const void *src, enum dtype dt, int64_t n);
 /* Widens n elements of src (F32/F16/BF16) to dst; parallel for large n. */
 void cpu_widen(struct backend *be, float *dst, const void *src, enum dtype dt, int64_t n);
 

@@ -28,16 +28,32 @@ static void bias_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 /* AVX-512 path: W^T packed per 32-output panel, then row blocks */
 struct pack_job {
-  const float *w;
+  const void *w; /* [O, In] in dt */
+  enum dtype dt;
   float *bp;
   int64_t O, In;
+  struct cpu_buf *tbuf;
+  int failed;
 };
 
+/* packs 32-output panels [i0, i1), widening F16/BF16 rows through the
+ * worker's scratch (no full-size F32 copy) */
 static void pack_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   struct pack_job *j = ctx;
   for (int64_t p = i0; p < i1; p++) {
     int64_t n = j->O - p * 32 < 32 ? j->O - p * 32 : 32;
-    gemm_avx512_pack_bt(j->w + p * 32 * j->In, n, j->In, j->bp + p * 32 * j->In);
+    const float *src = (const float *)j->w + p * 32 * j->In;
+    if (j->dt != DT_F32) {
+      float *tmp = cpu_buf_get(&j->tbuf[tid], (size_t)(n * j->In));
+      if (!tmp) {
+        j->failed = 1;
+        return;
+      }
+      cpu_widen_serial(tmp, (const char *)j->w + (size_t)(p * 32 * j->In) * dtype_size(j->dt),
+                       j->dt, n * j->In);
+      src = tmp;
+    }
+    gemm_avx512_pack_bt(src, n, j->In, j->bp + p * 32 * j->In);
   }
 }
 
@@ -86,16 +102,15 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   if (out->data == x->data) return cpu_fail(be, -EINVAL, "linear: out may not alias x");
   int64_t M = In ? tensor_numel(x) / In : tensor_numel(out) / (O ? O : 1);
   if (M == 0 || O == 0) return 0;
-  const float *wf = cpu_param_f32(be, w, CPU_W_WEIGHT, op);
-  if (!wf) return -ENOMEM;
   const float *bf = NULL;
   if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
   struct cpu_ctx *c = cpu_ctx(be);
   if (c->avx512 && In > 0 && M >= 32 && (O % 32 == 0 || O >= 256)) {
     float *bp = cpu_buf_get(&c->wbuf[CPU_W_PACK], gemm_avx512_bpack_floats(O, In));
     if (!bp) return cpu_fail(be, -ENOMEM, "linear: no memory to pack weights");
-    struct pack_job pj = {wf, bp, O, In};
+    struct pack_job pj = {w->data, w->dtype, bp, O, In, c->tbuf, 0};
     parallel_for(c->pool, (O + 31) / 32, 1, pack_task, &pj);
+    if (pj.failed) return cpu_fail(be, -ENOMEM, "linear: no memory to widen weights");
     /* rows per task: a multiple of 8, 4 tasks per thread, at most 256 */
     int64_t mb = (M + 4 * c->threads - 1) / (4 * c->threads);
     mb = (mb + 7) / 8 * 8;
@@ -105,6 +120,8 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
     if (lj.failed) return cpu_fail(be, -ENOMEM, "linear: no memory for packing");
     return 0;
   }
+  const float *wf = cpu_param_f32(be, w, CPU_W_WEIGHT, op);
+  if (!wf) return -ENOMEM;
   if (In == 0)
     memset(out->data, 0, (size_t)(M * O) * sizeof(float));
   else

@@ -150,10 +150,11 @@ int main(int argc, char **argv) {
     int64_t N, Ci, H, Co, k, s;
     enum dtype wdt;
   } convs[] = {
-      {2, 80, 64, 80, 3, 1, DT_F32},   {2, 80, 64, 80, 3, 1, DT_F16},
-      {2, 160, 32, 160, 3, 1, DT_F32}, {2, 320, 16, 320, 3, 1, DT_F32},
-      {2, 80, 64, 80, 3, 2, DT_F32},   {2, 240, 64, 80, 1, 1, DT_F32},
-      {2, 4, 64, 80, 3, 1, DT_F32},
+      {2, 80, 64, 80, 3, 1, DT_F32},     {2, 80, 64, 80, 3, 1, DT_F16},
+      {2, 160, 32, 160, 3, 1, DT_F32},   {2, 320, 16, 320, 3, 1, DT_F32},
+      {2, 80, 64, 80, 3, 2, DT_F32},     {2, 240, 64, 80, 1, 1, DT_F32},
+      {2, 4, 64, 80, 3, 1, DT_F32},      {2, 320, 64, 320, 3, 1, DT_F32},
+      {2, 1280, 16, 1280, 3, 1, DT_F16},
   };
   for (unsigned i = 0; i < sizeof convs / sizeof *convs; i++) {
     struct op_ctx o = {.be = be, .kind = 0, .stride = (int)convs[i].s, .pad = convs[i].k / 2};
@@ -174,11 +175,8 @@ int main(int argc, char **argv) {
   const struct {
     int64_t M, In, O;
     enum dtype wdt;
-  } lins[] = {{8192, 80, 80, DT_F32},
-              {8192, 80, 640, DT_F32},
-              {8192, 320, 80, DT_F32},
-              {154, 1024, 80, DT_F32},
-              {2048, 320, 320, DT_F16}};
+  } lins[] = {{8192, 80, 80, DT_F32},  {8192, 80, 640, DT_F32},  {8192, 320, 80, DT_F32},
+              {154, 1024, 80, DT_F32}, {2048, 320, 320, DT_F16}, {8192, 320, 2560, DT_F32}};
   for (unsigned i = 0; i < sizeof lins / sizeof *lins; i++) {
     struct op_ctx o = {.be = be, .kind = 1};
     mk(be, &o.a, DT_F32, 2, lins[i].M, lins[i].In, 1, 1);
