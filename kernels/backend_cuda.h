@@ -14,6 +14,8 @@
  * environment variable SOUPD_CUDA_MATH=tf32 (TF32 tensor cores) or
  * SOUPD_CUDA_MATH=f16 (F16 tensor cores where the weight is F16, TF32
  * elsewhere) before backend_cuda_new trades accuracy for speed.
+ * SOUPD_CUDA_ATTN=fused selects the fused attention kernel (opt-in, head
+ * dims <= 160); SOUPD_CUDA_CONV=im2col bypasses cuDNN for conv2d.
  */
 #pragma once
 

@@ -636,6 +636,9 @@ extern "C" struct backend *backend_cuda_new(int device, char **err) {
     if (cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
         c->sms < 1)
       c->sms = 1;
+    const char *cv = getenv("SOUPD_CUDA_CONV");
+    c->conv_im2col = cv && strncmp(cv, "im2col", 6) == 0;
+    c->conv_col_floats = cv && strcmp(cv, "im2col-rows") == 0 ? 1 : (int64_t)16 << 20;
     const char *at = getenv("SOUPD_CUDA_ATTN");
     c->attn_fused = at && strcmp(at, "fused") == 0;
     size_t freeb = 0, total = 0;

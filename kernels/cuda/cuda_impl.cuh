@@ -83,8 +83,10 @@ struct cuda_ctx {
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
   int math;
-  int sms;        /* multiprocessors of the device */
-  int attn_fused; /* SOUPD_CUDA_ATTN=fused: the fused attention kernel */
+  int sms;                 /* multiprocessors of the device */
+  int attn_fused;          /* SOUPD_CUDA_ATTN=fused: the fused attention kernel */
+  int conv_im2col;         /* SOUPD_CUDA_CONV=im2col[-rows]: no cuDNN */
+  int64_t conv_col_floats; /* im2col scratch bound (floats) */
   struct cuda_alloc alloc;
   struct cuda_buf scratch[CS_COUNT];
   struct conv_algo_entry conv[CONV_CACHE];

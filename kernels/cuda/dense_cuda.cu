@@ -7,21 +7,26 @@
  * rewrites weights in place). conv2d: cuDNN cudnnConvolutionForward (NCHW,
  * F32, FMA math unless tf32/f16 is chosen), the algorithm chosen once per
  * shape by cudnnGetConvolutionForwardAlgorithm_v7 and cached with its
- * workspace size; when cuDNN refuses a shape, im2col + GEMM per image.
+ * workspace size; when cuDNN refuses a shape (or offers no FMA algorithm in
+ * exact mode), im2col + GEMM per image and tile of output rows, the im2col
+ * scratch bounded by 64 MiB. SOUPD_CUDA_CONV=im2col forces that path;
+ * =im2col-rows also makes every tile one output row (for the tests).
  * Shapes and errors are checked exactly as the CPU backend does.
  */
 #include <stdio.h>
 
 #include "cuda_impl.cuh"
 
-/* col [Ci*kh*kw, Ho*Wo] of one image x [Ci, H, W] */
+/* col [Ci*kh*kw, rows*Wo] for output rows [oy0, oy0+rows) of one image
+ * x [Ci, H, W] */
 __global__ void im2col_kernel(float *col, const float *x, int64_t Ci, int64_t H, int64_t W,
-                              int64_t kh, int64_t kw, int64_t Ho, int64_t Wo, int stride, int pad) {
-  int64_t P = Ho * Wo;
+                              int64_t kh, int64_t kw, int64_t oy0, int64_t rows, int64_t Wo,
+                              int stride, int pad) {
+  int64_t P = rows * Wo;
   CU_FOR(i, Ci * kh * kw * P) {
     int64_t p = i % P, r = i / P;
     int64_t kx = r % kw, ky = (r / kw) % kh, ci = r / (kw * kh);
-    int64_t oy = p / Wo, ox = p % Wo;
+    int64_t oy = oy0 + p / Wo, ox = p % Wo;
     int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
     col[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[(ci * H + iy) * W + ix] : 0.0f;
   }
@@ -112,7 +117,7 @@ int conv2d_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
   size_t ws = 0;
   int fits = N <= INT32_MAX && Ci <= INT32_MAX && H <= INT32_MAX && W <= INT32_MAX &&
              Co <= INT32_MAX && N * Ci * H * W <= INT32_MAX && N * Co * P <= INT32_MAX;
-  if (fits && K > 0) {
+  if (fits && K > 0 && !c->conv_im2col) {
     CUDNN_TRY(be, cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)N,
                                              (int)Ci, (int)H, (int)W));
     CUDNN_TRY(be, cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)N,
@@ -137,10 +142,15 @@ int conv2d_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                                 (cudnnConvolutionFwdAlgo_t)algo, wsp, ws, &zero, c->yd, y);
     done = s == CUDNN_STATUS_SUCCESS;
   }
-  if (!done) { /* im2col + GEMM, one image at a time */
+  if (!done) { /* im2col + GEMM per image and tile of output rows (bounded scratch) */
     int direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+    int64_t rows = Ho;
+    if (!direct && K > 0) {
+      rows = c->conv_col_floats / (K * Wo);
+      rows = rows < 1 ? 1 : rows > Ho ? Ho : rows;
+    }
     float *col = NULL;
-    if (!direct && K > 0 && !(col = (float *)cuda_scratch(be, CS_COL, (size_t)(K * P) * 4)))
+    if (!direct && K > 0 && !(col = (float *)cuda_scratch(be, CS_COL, (size_t)(K * rows * Wo) * 4)))
       return -ENOMEM;
     for (int64_t n = 0; n < N; n++) {
       const float *xn = xd + n * Ci * H * W;
@@ -149,15 +159,21 @@ int conv2d_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
         CU_TRY(be, cudaMemsetAsync(yn, 0, (size_t)(Co * P) * 4, c->stream));
         continue;
       }
-      if (!direct) {
-        im2col_kernel<<<cu_blocks(K * P, 256), 256, 0, c->stream>>>(col, xn, Ci, H, W, kh, kw, Ho,
-                                                                    Wo, stride, pad);
-        CU_LAUNCHED(be);
+      if (direct) { /* out[Co, P] = w[Co, Ci] @ x[Ci, P] */
+        if ((rc = cuda_sgemm(be, 0, 0, Co, P, K, 1.0f, wf, K, 0, xn, P, 0, 0.0f, yn, P, 0, 1)))
+          return rc;
+        continue;
       }
-      /* out[Co, P] = w[Co, K] @ col[K, P] */
-      if ((rc = cuda_sgemm(be, 0, 0, Co, P, K, 1.0f, wf, K, 0, direct ? xn : col, P, 0, 0.0f, yn, P,
-                           0, 1)))
-        return rc;
+      for (int64_t oy0 = 0; oy0 < Ho; oy0 += rows) {
+        int64_t r = Ho - oy0 < rows ? Ho - oy0 : rows, Pt = r * Wo;
+        im2col_kernel<<<cu_blocks(K * Pt, 256), 256, 0, c->stream>>>(col, xn, Ci, H, W, kh, kw, oy0,
+                                                                     r, Wo, stride, pad);
+        CU_LAUNCHED(be);
+        /* out[Co, tile] (ld P) = w[Co, K] @ col[K, Pt] */
+        if ((rc = cuda_sgemm(be, 0, 0, Co, Pt, K, 1.0f, wf, K, 0, col, Pt, 0, 0.0f, yn + oy0 * Wo,
+                             P, 0, 1)))
+          return rc;
+      }
     }
   }
   if (bf) {

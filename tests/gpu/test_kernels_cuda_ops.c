@@ -14,7 +14,8 @@
  *  - linear, matmul, conv2d, attention (F32 GEMM, other summation order):
  *    2e-5 by default; 5e-3 when SOUPD_CUDA_MATH selects tf32/f16.
  * Attention runs twice: the default two-pass path and the opt-in fused kernel
- * (a second backend created with SOUPD_CUDA_ATTN=fused).
+ * (a second backend created with SOUPD_CUDA_ATTN=fused), and conv2d through
+ * the im2col fallback too (SOUPD_CUDA_CONV=im2col-rows).
  * Exit 77 (skipped) without a CUDA device; 1 on any failure.
  */
 #include "gpu_test_util.h"
@@ -471,6 +472,21 @@ int main(void) {
     printf("fused attention (SOUPD_CUDA_ATTN=fused):\n");
     G = F;
     test_attention();
+    G = G0;
+    F->destroy(F);
+  }
+  /* the im2col + GEMM conv fallback, one output row per tile */
+  setenv("SOUPD_CUDA_CONV", "im2col-rows", 1);
+  F = gpu_backend_new(&err);
+  unsetenv("SOUPD_CUDA_CONV");
+  if (!F) {
+    printf("FAIL: im2col backend: %s\n", err ? err : "?");
+    free(err);
+    g_fail++;
+  } else {
+    printf("conv2d through im2col + GEMM (SOUPD_CUDA_CONV=im2col-rows):\n");
+    G = F;
+    test_conv();
     G = G0;
     F->destroy(F);
   }
