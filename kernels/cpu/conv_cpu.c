@@ -121,36 +121,6 @@ static void conv_1x1_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   }
 }
 
-struct wpack_job {
-  const void *w; /* [Co, K] in dt */
-  enum dtype dt;
-  float *wp;
-  int64_t Co, K;
-  struct cpu_buf *tbuf;
-  int failed;
-};
-
-/* packs 8-channel panels [i0, i1) of the weights, widening F16/BF16 rows
- * through the worker's scratch (no full-size F32 copy) */
-static void wpack_task(void *ctx, int64_t i0, int64_t i1, int tid) {
-  struct wpack_job *j = ctx;
-  for (int64_t p = i0; p < i1; p++) {
-    int64_t c0 = p * 8, n = j->Co - c0 < 8 ? j->Co - c0 : 8;
-    const float *src = (const float *)j->w + c0 * j->K;
-    if (j->dt != DT_F32) {
-      float *tmp = cpu_buf_get(&j->tbuf[tid], (size_t)(n * j->K));
-      if (!tmp) {
-        j->failed = 1;
-        return;
-      }
-      cpu_widen_serial(tmp, (const char *)j->w + (size_t)(c0 * j->K) * dtype_size(j->dt), j->dt,
-                       n * j->K);
-      src = tmp;
-    }
-    conv_avx512_pack_w(src, n, j->K, j->wp + c0 * j->K);
-  }
-}
-
 /* rows per tile for about `target` pixels, keeping 2 tasks per thread */
 static int64_t tile_rows(const struct conv_geom *g, int64_t N, int64_t target, int threads) {
   int64_t rows = target / g->Wo;
@@ -212,12 +182,8 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                        .N = N,
                        .tbuf = c->tbuf};
   if (c->avx512 && j.g.K > 0) {
-    float *wp = cpu_buf_get(&c->wbuf[CPU_W_PACK], conv_avx512_wpack_floats(Co, j.g.K));
-    if (!wp) return cpu_fail(be, -ENOMEM, "conv2d: no memory to pack weights");
-    struct wpack_job pj = {w->data, w->dtype, wp, Co, j.g.K, c->tbuf, 0};
-    parallel_for(c->pool, (Co + 7) / 8, 1, wpack_task, &pj);
-    if (pj.failed) return cpu_fail(be, -ENOMEM, "conv2d: no memory to widen weights");
-    j.w = wp;
+    /* the micro-kernel reads weight rows in place (F16/BF16 widened first) */
+    if (!(j.w = cpu_param_f32(be, w, CPU_W_WEIGHT, op))) return -ENOMEM;
     j.rows = tile_rows(&j.g, N, 256, c->threads);
     j.tiles = (Ho + j.rows - 1) / j.rows;
     parallel_for(c->pool, N * j.tiles, 1, conv_avx512_task, &j);

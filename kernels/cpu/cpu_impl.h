@@ -95,22 +95,18 @@ struct conv_geom {
 void conv_im2col_row(const struct conv_geom *g, const float *xn, int64_t k, int64_t oy0,
                      int64_t oy1, float *row);
 int conv_avx512_available(void);
-/* W [Co, K] -> panels [ceil(Co/8)][K][8] (zero rows past Co) */
-size_t conv_avx512_wpack_floats(int64_t Co, int64_t K);
-void conv_avx512_pack_w(const float *w, int64_t Co, int64_t K, float *wp);
 size_t conv_avx512_scratch_floats(int64_t P);
-/* out rows [oy0, oy1) of one image: outn [Co, Ho*Wo] = wp * im2col(xn) + bias */
-void conv_avx512_tile(const struct conv_geom *g, const float *xn, const float *wp,
-                      const float *bias, float *outn, int64_t oy0, int64_t oy1, float *scratch);
+/* out rows [oy0, oy1) of one image: outn [Co, Ho*Wo] = w [Co, K] @ im2col(xn) + bias */
+void conv_avx512_tile(const struct conv_geom *g, const float *xn, const float *w, const float *bias,
+                      float *outn, int64_t oy0, int64_t oy1, float *scratch);
 
 /* ---- packed GEMM for linear (gemm_avx512.c) ---- */
 /* B [N, K] -> B^T panels [ceil(N/32)][K][32] */
 size_t gemm_avx512_bpack_floats(int64_t N, int64_t K);
 void gemm_avx512_pack_bt(const float *b, int64_t N, int64_t K, float *bp);
-size_t gemm_avx512_scratch_floats(int64_t rows);
 /* c [rows, N] (ldc) = a [rows, K] (lda) @ B^T + bias [N] (bias may be NULL) */
 void gemm_avx512_rows(const float *a, int64_t lda, int64_t rows, int64_t K, const float *bp,
-                      int64_t N, const float *bias, float *c, int64_t ldc, float *scratch);
+                      int64_t N, const float *bias, float *c, int64_t ldc);
 
 /* ---- ops (one file per concern) ---- */
 int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,

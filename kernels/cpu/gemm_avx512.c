@@ -1,12 +1,11 @@
 /* gemm_avx512.c: row-major C [M, N] = A [M, K] @ B^T + bias with the 8x32
  * AVX-512 micro-kernel, where B [N, K] (a linear layer's weight) is packed
- * once per call and A is packed per block of rows.
+ * once per call and A is read in place.
  *
  * bp = B^T packed as [ceil(N/32)][K][32] (zero columns past N). For a block
- * of rows, per KC chunk: A rows packed as [ceil(rows/8)][kc][8] (zero rows
- * past the block) in scratch; then for each 32-column panel and each 8-row
- * panel the micro-kernel accumulates into C (bias added with the first
- * chunk).
+ * of rows, per KC chunk, for each 32-column panel and each 8-row panel the
+ * micro-kernel (ukr_8x32_rows, A rows at stride lda) accumulates into C
+ * (bias added with the first chunk).
  */
 #include "cpu_impl.h"
 
@@ -28,35 +27,20 @@ void gemm_avx512_pack_bt(const float *b, int64_t N, int64_t K, float *bp) {
   }
 }
 
-size_t gemm_avx512_scratch_floats(int64_t rows) {
-  return (size_t)((rows + UKR_MR - 1) / UKR_MR * UKR_MR * UKR_KC + 64);
-}
-
 void gemm_avx512_rows(const float *a, int64_t lda, int64_t rows, int64_t K, const float *bp,
-                      int64_t N, const float *bias, float *c, int64_t ldc, float *scratch) {
+                      int64_t N, const float *bias, float *c, int64_t ldc) {
   int64_t nmp = (rows + UKR_MR - 1) / UKR_MR, nnp = (N + UKR_NR - 1) / UKR_NR;
   for (int64_t k0 = 0; k0 < K; k0 += UKR_KC) {
     int64_t kc = K - k0 < UKR_KC ? K - k0 : UKR_KC;
-    for (int64_t mp = 0; mp < nmp; mp++) { /* pack A: [mp][k][8] */
-      float *pan = scratch + mp * kc * UKR_MR;
-      for (int i = 0; i < UKR_MR; i++) {
-        int64_t r = mp * UKR_MR + i;
-        if (r < rows) {
-          const float *ar = a + r * lda + k0;
-          for (int64_t k = 0; k < kc; k++) pan[k * UKR_MR + i] = ar[k];
-        } else {
-          for (int64_t k = 0; k < kc; k++) pan[k * UKR_MR + i] = 0.0f;
-        }
-      }
-    }
     for (int64_t np = 0; np < nnp; np++) {
       int64_t w = N - np * UKR_NR;
       __mmask16 m0 = ukr_lane_mask(w), m1 = ukr_lane_mask(w - 16);
       const float *bpan = bp + np * UKR_NR * K + k0 * UKR_NR;
       for (int64_t mp = 0; mp < nmp; mp++) {
         int nr = rows - mp * UKR_MR < UKR_MR ? (int)(rows - mp * UKR_MR) : UKR_MR;
-        ukr_8x32(kc, scratch + mp * kc * UKR_MR, bpan, c + mp * UKR_MR * ldc + np * UKR_NR, ldc,
-                 k0 == 0, NULL, bias ? bias + np * UKR_NR : NULL, nr, m0, m1);
+        ukr_8x32_rows(kc, a + mp * UKR_MR * lda + k0, lda, bpan,
+                      c + mp * UKR_MR * ldc + np * UKR_NR, ldc, k0 == 0, NULL,
+                      bias ? bias + np * UKR_NR : NULL, nr, m0, m1);
       }
     }
   }
@@ -67,9 +51,6 @@ size_t gemm_avx512_bpack_floats(int64_t N, int64_t K) {
   return 0;
 }
 void gemm_avx512_pack_bt(const float *b, int64_t N, int64_t K, float *bp) {}
-size_t gemm_avx512_scratch_floats(int64_t rows) {
-  return 0;
-}
 void gemm_avx512_rows(const float *a, int64_t lda, int64_t rows, int64_t K, const float *bp,
-                      int64_t N, const float *bias, float *c, int64_t ldc, float *scratch) {}
+                      int64_t N, const float *bias, float *c, int64_t ldc) {}
 #endif

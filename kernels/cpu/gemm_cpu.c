@@ -69,13 +69,8 @@ static void lin_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   struct lin_job *j = ctx;
   for (int64_t t = i0; t < i1; t++) {
     int64_t r0 = t * j->mb, rows = r0 + j->mb < j->M ? j->mb : j->M - r0;
-    float *s = cpu_buf_get(&j->tbuf[tid], gemm_avx512_scratch_floats(rows));
-    if (!s) {
-      j->failed = 1;
-      return;
-    }
     gemm_avx512_rows(j->x + r0 * j->In, j->In, rows, j->In, j->bp, j->O, j->b, j->out + r0 * j->O,
-                     j->O, s);
+                     j->O);
   }
 }
 
