@@ -176,7 +176,7 @@ static int app_soup_rebuild(struct app *a, char **err) {
       rc = -1;
       break;
     }
-    if (soup_apply_st(a->soup, f, rows[i].weight_q, &e2) != 0) {
+    if (soup_accumulate_st(a->soup, f, rows[i].weight_q, &e2) != 0) {
       *err = errf("active shard %s: %s", rows[i].name, e2 ? e2 : "?");
       free(e2);
       rc = -1;

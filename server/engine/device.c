@@ -74,7 +74,11 @@ int app_device_open(struct app *a, char **err) {
 #ifdef SOUPD_HAVE_CUDA
   a->be = backend_cuda_new(want_cuda, err);
   if (!a->be) return -1;
-  a->soup_be = soup_backend_cuda();
+  a->soup_be = soup_backend_cuda_for(want_cuda);
+  if (!a->soup_be) {
+    *err = strdup("cannot create the CUDA soup backend");
+    return -1;
+  }
   snprintf(a->device, sizeof a->device, "cuda:%d", want_cuda);
   log_info("device %s: using the CUDA backend", a->device);
 #endif
