@@ -146,6 +146,7 @@ int main(int argc, char **argv) {
   if (!be) return 1;
   printf("CPU backend, %d threads, median of %d, %s time; OpenBLAS %s\n", g_threads, g_repeats,
          g_cpu_clock ? "CPU" : "wall", openblas_get_config());
+  baseline_gflops(2e9); /* warm-up: clocks, page faults, OpenBLAS buffers */
   const struct {
     int64_t N, Ci, H, Co, k, s;
     enum dtype wdt;
