@@ -1,11 +1,12 @@
-/* gemm_cpu.c: linear and batched matmul on the CPU (OpenBLAS sgemm, split
- * over the pool by cpu_sgemm or over the batch).
+/* gemm_cpu.c: linear and batched matmul on the CPU.
  *
  * linear: out [..., O] = x [..., I] @ w [O, I]^T + b [O]; x viewed as [M, I].
- * With AVX-512, M >= 32 and O a multiple of 32 (or >= 256): w^T packed into 32-column panels (per
- * call), row blocks of x over the pool with the 8x32 micro-kernel (gemm_avx512.c); otherwise
- * cpu_sgemm (OpenBLAS, split over the pool) and a bias pass. matmul: out [B, M, N] = alpha * op(a)
- * @ op(b) (2-dim tensors mean B = 1).
+ * With AVX-512 and M >= 32: w^T packed into 32-column panels per call
+ * (F16/BF16 widened panel by panel), then row blocks of x over the pool
+ * with the 8x32 micro-kernel (gemm_avx512.c), bias fused. Otherwise
+ * cpu_sgemm (OpenBLAS, split over the pool) and a bias pass.
+ * matmul: out [B, M, N] = alpha * op(a) @ op(b) (2-dim tensors mean B = 1),
+ * OpenBLAS per batch (batches over the pool, or each GEMM split).
  */
 #include <cblas.h>
 #include <stdlib.h>
@@ -100,7 +101,7 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   const float *bf = NULL;
   if (b && !(bf = cpu_param_f32(be, b, CPU_W_BIAS, op))) return -ENOMEM;
   struct cpu_ctx *c = cpu_ctx(be);
-  if (c->avx512 && In > 0 && M >= 32 && (O % 32 == 0 || O >= 256)) {
+  if (c->avx512 && In > 0 && M >= 32) {
     float *bp = cpu_buf_get(&c->wbuf[CPU_W_PACK], gemm_avx512_bpack_floats(O, In));
     if (!bp) return cpu_fail(be, -ENOMEM, "linear: no memory to pack weights");
     struct pack_job pj = {w->data, w->dtype, bp, O, In, c->tbuf, 0};
