@@ -2,8 +2,9 @@
  *
  * out [N, Co, Ho, Wo] = w [Co, Ci, kh, kw] * x [N, Ci, H, W] + b [Co],
  * Ho = (H + 2*pad - kh)/stride + 1 (zero padding, symmetric).
- * With AVX-512: weights packed once per call, then tasks of (image, tile of
- * output rows) run conv_avx512_tile (packed im2col + 8x32 micro-kernel).
+ * With AVX-512: tasks of (image, tile of output rows) run conv_avx512_tile
+ * (im2col packed in 32-pixel panels, weights read in place by the 8x32
+ * micro-kernel).
  * Otherwise: 1x1 stride-1 convs are one sgemm per (image, column block);
  * other convs im2col a tile of output rows [K, P] into the worker's scratch
  * and run one single-threaded sgemm per tile. SOUPD_CPU_NO_AVX512=1 forces

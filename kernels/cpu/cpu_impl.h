@@ -5,8 +5,11 @@
  * grows; per-thread slots are touched only by their own worker. A backend is
  * used by one host thread at a time (ops are not reentrant).
  *
- * Weights in F16/BF16 are widened per call into a weight scratch slot (never
- * cached by pointer: soup materialisation rewrites weights in place).
+ * Weights in F16/BF16 are widened per call into a weight scratch slot (conv,
+ * norms) or panel by panel while packing (linear); nothing is cached by
+ * pointer, since soup materialisation rewrites weights in place.
+ * avx512 selects the AVX-512 kernels (attention_avx512.c, conv_avx512.c,
+ * gemm_avx512.c); without it every op runs portable vector code + OpenBLAS.
  */
 #pragma once
 
