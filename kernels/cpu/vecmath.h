@@ -18,10 +18,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifndef CPU_CLONES /* -DCPU_CLONES= builds one ISA (to test the baseline code) */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CPU_CLONES
+#endif
 #endif
 
 #define VF_N 16
