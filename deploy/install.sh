@@ -11,7 +11,7 @@ set -euo pipefail
 RUN_PKGS=(build-essential cmake pkg-config
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libopenblas-dev libpng-dev
   curl ca-certificates)
-TEST_PKGS=(libcmocka-dev libcurl4-openssl-dev clang libclang-rt-14-dev sqlite3 python3 python3-pip python3-pytest
+TEST_PKGS=(libcmocka-dev clang libclang-rt-14-dev sqlite3 python3 python3-pip python3-pytest
   python3-requests python3-numpy python3-pil python3-yaml)
 
 want=("${RUN_PKGS[@]}")
