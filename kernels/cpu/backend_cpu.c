@@ -325,7 +325,7 @@ static int convert(struct backend *be, void *dst, enum dtype dd, const void *src
                   dtype_name(dd));
 }
 
-static int cpu_upload(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
+int upload_cpu(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
   if (!dst || (!dst->data && tensor_numel(dst) > 0))
     return cpu_fail(be, -EINVAL, "upload: dst has no data");
   if ((unsigned)src_dt >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
@@ -334,7 +334,7 @@ static int cpu_upload(struct backend *be, struct tensor *dst, const void *src, e
   return convert(be, dst->data, dst->dtype, src, src_dt, tensor_numel(dst), "upload");
 }
 
-static int cpu_download_f32(struct backend *be, const struct tensor *src, float *dst) {
+int download_f32_cpu(struct backend *be, const struct tensor *src, float *dst) {
   if (!src || (!src->data && tensor_numel(src) > 0))
     return cpu_fail(be, -EINVAL, "download_f32: src has no data");
   if ((unsigned)src->dtype >= DT_COUNT) return cpu_fail(be, -EINVAL, "download_f32: bad dtype");
@@ -342,7 +342,7 @@ static int cpu_download_f32(struct backend *be, const struct tensor *src, float 
   return convert(be, dst, DT_F32, src->data, src->dtype, tensor_numel(src), "download_f32");
 }
 
-static int cpu_copy(struct backend *be, struct tensor *dst, const struct tensor *src) {
+int copy_cpu(struct backend *be, struct tensor *dst, const struct tensor *src) {
   if (!dst || !src) return cpu_fail(be, -EINVAL, "copy: NULL tensor");
   if (tensor_numel(dst) != tensor_numel(src))
     return cpu_fail(be, -EINVAL, "copy: numel %lld vs %lld", (long long)tensor_numel(dst),
@@ -367,6 +367,7 @@ static void cpu_destroy(struct backend *be) {
   struct cpu_ctx *c = cpu_ctx(be);
   if (c) {
     thread_pool_free(c->pool);
+    pthread_mutex_destroy(&c->mu);
     for (int i = 0; i < CPU_W_COUNT; i++) free(c->wbuf[i].p);
     for (int i = 0; i < CPU_MAX_THREADS; i++) free(c->tbuf[i].p);
     free(c);
@@ -378,6 +379,7 @@ struct backend *backend_cpu_new(int threads) {
   struct backend *be = calloc(1, sizeof *be);
   struct cpu_ctx *c = calloc(1, sizeof *c);
   if (!be || !c) goto fail;
+  pthread_mutex_init(&c->mu, NULL);
   c->pool = thread_pool_new(threads);
   if (!c->pool) goto fail;
   c->threads = thread_pool_size(c->pool);
@@ -390,29 +392,8 @@ struct backend *backend_cpu_new(int threads) {
   be->ctx = c;
   be->tensor_alloc = cpu_tensor_alloc;
   be->tensor_free = cpu_tensor_free;
-  be->upload = cpu_upload;
-  be->download_f32 = cpu_download_f32;
-  be->copy = cpu_copy;
   be->synchronize = cpu_synchronize;
-  be->conv2d = conv2d_cpu;
-  be->linear = linear_cpu;
-  be->matmul = matmul_cpu;
-  be->group_norm = group_norm_cpu;
-  be->layer_norm = layer_norm_cpu;
-  be->softmax = softmax_cpu;
-  be->attention = attention_cpu;
-  be->unary = unary_cpu;
-  be->geglu = geglu_cpu;
-  be->add = add_cpu;
-  be->mul = mul_cpu;
-  be->add_channel = add_channel_cpu;
-  be->axpby = axpby_cpu;
-  be->concat_channels = concat_channels_cpu;
-  be->upsample_nearest = upsample_nearest_cpu;
-  be->permute = permute_cpu;
-  be->slice = slice_cpu;
-  be->timestep_embedding = timestep_embedding_cpu;
-  be->embedding = embedding_cpu;
+  cpu_ops_install(be); /* every op, wrapped in c->mu */
   be->last_error = cpu_last_error;
   be->destroy = cpu_destroy;
   return be;

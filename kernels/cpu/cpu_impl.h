@@ -2,8 +2,9 @@
  *
  * struct cpu_ctx is be->ctx for the CPU backend: the thread pool, the last
  * error message and scratch buffers. Scratch is reused across calls and only
- * grows; per-thread slots are touched only by their own worker. A backend is
- * used by one host thread at a time (ops are not reentrant).
+ * grows; per-thread slots are touched only by their own worker. Ops of one
+ * backend are serialised by c->mu (locked_cpu.c), so callers on several
+ * host threads wait for each other instead of sharing scratch.
  *
  * Weights in F16/BF16 are widened per call into a weight scratch slot (conv,
  * norms) or panel by panel while packing (linear); nothing is cached by
@@ -14,6 +15,7 @@
 #pragma once
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "kernels/backend.h"
@@ -30,6 +32,7 @@ struct cpu_buf {
 };
 
 struct cpu_ctx {
+  pthread_mutex_t mu; /* held by every op (locked_cpu.c) */
   struct thread_pool *pool;
   int threads;
   int avx512; /* use the AVX-512 kernels (CPU has them, SOUPD_CPU_NO_AVX512 unset) */
@@ -112,6 +115,11 @@ void gemm_avx512_rows(const float *a, int64_t lda, int64_t rows, int64_t K, cons
                       int64_t N, const float *bias, float *c, int64_t ldc);
 
 /* ---- ops (one file per concern) ---- */
+/* locked_cpu.c: points every op of be at a wrapper holding c->mu */
+void cpu_ops_install(struct backend *be);
+int upload_cpu(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt);
+int download_f32_cpu(struct backend *be, const struct tensor *src, float *dst);
+int copy_cpu(struct backend *be, struct tensor *dst, const struct tensor *src);
 int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                const struct tensor *w, const struct tensor *b, int stride, int pad);
 int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,

@@ -4,7 +4,8 @@
  * nearest upsample (2x and PyTorch's float-scale rule for odd ratios, index
  * tables recorded from torch.nn.functional.interpolate), every 4-D and 3-D
  * permutation, slices on each dim, diffusers timestep embedding, embedding
- * lookup with F16/BF16 tables, and dtype conversions (all 65536 halves).
+ * lookup with F16/BF16 tables, dtype conversions (all 65536 halves), and
+ * two host threads sharing one backend.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -12,6 +13,8 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+
+#include <pthread.h>
 
 #include "test_kernels_util.h"
 
@@ -422,13 +425,80 @@ static void test_memory(void **state) {
   be->destroy(be);
 }
 
+/* two host threads running ops on one backend get the results of running
+ * them alone (ops are serialised by the backend) */
+struct conc_arg {
+  struct backend *be;
+  struct tensor x, w, q, out_lin, out_att;
+  float *want_lin, *want_att;
+  int bad;
+};
+
+static void *conc_worker(void *p) {
+  struct conc_arg *a = p;
+  struct backend *be = a->be;
+  int64_t nl = tensor_numel(&a->out_lin), na = tensor_numel(&a->out_att);
+  float *g1 = malloc((size_t)nl * sizeof(float)), *g2 = malloc((size_t)na * sizeof(float));
+  for (int it = 0; it < 30; it++) {
+    if (be->linear(be, &a->out_lin, &a->x, &a->w, NULL) || be->download_f32(be, &a->out_lin, g1) ||
+        memcmp(g1, a->want_lin, (size_t)nl * sizeof(float)))
+      a->bad++;
+    if (be->attention(be, &a->out_att, &a->q, &a->q, &a->q, 2, 0.25f, 0) ||
+        be->download_f32(be, &a->out_att, g2) ||
+        memcmp(g2, a->want_att, (size_t)na * sizeof(float)))
+      a->bad++;
+  }
+  free(g1), free(g2);
+  return NULL;
+}
+
+static void test_concurrent_callers(void **state) {
+  struct backend *be = tk_backend();
+  struct conc_arg args[2];
+  for (int i = 0; i < 2; i++) {
+    struct conc_arg *a = &args[i];
+    memset(a, 0, sizeof *a);
+    a->be = be;
+    int64_t xs[2] = {96 + 32 * i, 70}, ws[2] = {64 + 32 * i, 70},
+            os[2] = {96 + 32 * i, 64 + 32 * i};
+    int64_t qs[3] = {1, 200 + 50 * i, 32};
+    a->x = tk_rand(be, DT_F32, 2, xs, 1, NULL);
+    a->w = tk_rand(be, i ? DT_F16 : DT_F32, 2, ws, 1, NULL);
+    a->q = tk_rand(be, DT_F32, 3, qs, 1, NULL);
+    a->out_lin = tk_tensor(be, DT_F32, 2, os, NULL, NULL);
+    a->out_att = tk_tensor(be, DT_F32, 3, qs, NULL, NULL);
+    assert_int_equal(be->linear(be, &a->out_lin, &a->x, &a->w, NULL), 0);
+    assert_int_equal(be->attention(be, &a->out_att, &a->q, &a->q, &a->q, 2, 0.25f, 0), 0);
+    a->want_lin = tk_download(be, &a->out_lin);
+    a->want_att = tk_download(be, &a->out_att);
+  }
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, conc_worker, &args[i]), 0);
+  for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < 2; i++) {
+    struct conc_arg *a = &args[i];
+    assert_int_equal(a->bad, 0);
+    free(a->want_lin), free(a->want_att);
+    be->tensor_free(be, &a->x), be->tensor_free(be, &a->w), be->tensor_free(be, &a->q);
+    be->tensor_free(be, &a->out_lin), be->tensor_free(be, &a->out_att);
+  }
+  be->destroy(be);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_unary),     cmocka_unit_test(test_geglu),
-      cmocka_unit_test(test_binary),    cmocka_unit_test(test_concat),
-      cmocka_unit_test(test_upsample),  cmocka_unit_test(test_permute),
-      cmocka_unit_test(test_slice),     cmocka_unit_test(test_timestep_embedding),
-      cmocka_unit_test(test_embedding), cmocka_unit_test(test_memory),
+      cmocka_unit_test(test_unary),
+      cmocka_unit_test(test_geglu),
+      cmocka_unit_test(test_binary),
+      cmocka_unit_test(test_concat),
+      cmocka_unit_test(test_upsample),
+      cmocka_unit_test(test_permute),
+      cmocka_unit_test(test_slice),
+      cmocka_unit_test(test_timestep_embedding),
+      cmocka_unit_test(test_embedding),
+      cmocka_unit_test(test_memory),
+      cmocka_unit_test(test_concurrent_callers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
