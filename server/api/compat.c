@@ -16,20 +16,6 @@
 #include "engine/generate.h"
 #include "version.h"
 
-static enum MHD_Result reply_err(struct request *r, struct op_error *e) {
-  json_t *errs = e->errors;
-  e->errors = NULL;
-  return reply_problem(r, (unsigned)e->status, e->detail, errs);
-}
-
-static enum MHD_Result reply_field(struct request *r, const char *field, const char *msg) {
-  json_t *errs = json_array();
-  json_array_append_new(errs, json_pack("{s:s,s:s}", "field", field, "message", msg));
-  char d[256];
-  snprintf(d, sizeof d, "%s: %s", field, msg);
-  return reply_problem(r, 422, d, errs);
-}
-
 /* ---- OpenAI ---- */
 
 struct openai_ctx {
@@ -68,14 +54,14 @@ enum MHD_Result api_openai_images(struct request *r) {
   const char *size = json_string_value(json_object_get(in, "size"));
   if (json_object_get(in, "size") && !size) {
     json_decref(body);
-    return reply_field(r, "size", "a string WxH");
+    return reply_field(r, 422, "size", "a string WxH");
   }
   if (size && strcmp(size, "auto") != 0) {
     int w = 0, h = 0;
     char tail;
     if (sscanf(size, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0) {
       json_decref(body);
-      return reply_field(r, "size", "WxH, e.g. 512x512");
+      return reply_field(r, 422, "size", "WxH, e.g. 512x512");
     }
     json_object_set_new(body, "width", json_integer(w));
     json_object_set_new(body, "height", json_integer(h));
@@ -84,18 +70,18 @@ enum MHD_Result api_openai_images(struct request *r) {
   if (json_object_get(in, "response_format") &&
       (!rf || (strcmp(rf, "b64_json") != 0 && strcmp(rf, "url") != 0))) {
     json_decref(body);
-    return reply_field(r, "response_format", "b64_json or url");
+    return reply_field(r, 422, "response_format", "b64_json or url");
   }
   const char *of = json_string_value(json_object_get(in, "output_format"));
   if (of && strcmp(of, "png") != 0) {
     json_decref(body);
-    return reply_field(r, "output_format", "only png is supported");
+    return reply_field(r, 422, "output_format", "only png is supported");
   }
   struct gen_request g;
   struct op_error e = {0};
   int rc = gen_request_parse(r->app, body, 1, &g, &e);
   json_decref(body);
-  if (rc != 0) return reply_err(r, &e);
+  if (rc != 0) return reply_op_error(r, &e);
   return api_gen_submit(r, &g, openai_shape);
 }
 
@@ -173,7 +159,7 @@ enum MHD_Result api_sdapi_txt2img(struct request *r) {
       if (strcasecmp(sn, SAMPLERS[i].a1111) == 0) ours = SAMPLERS[i].ours;
     if (!ours) {
       json_decref(body);
-      return reply_field(r, "sampler_name", "one of Euler a, Euler, DDIM, DPM++ 2M, PLMS");
+      return reply_field(r, 422, "sampler_name", "one of Euler a, Euler, DDIM, DPM++ 2M, PLMS");
     }
     json_object_set_new(body, "scheduler", json_string(ours));
     json_t *eta = json_object_get(in, "eta");
@@ -183,7 +169,7 @@ enum MHD_Result api_sdapi_txt2img(struct request *r) {
   struct op_error e = {0};
   int rc = gen_request_parse(r->app, body, 1, &g, &e);
   json_decref(body);
-  if (rc != 0) return reply_err(r, &e);
+  if (rc != 0) return reply_op_error(r, &e);
   return api_gen_submit(r, &g, a1111_shape);
 }
 

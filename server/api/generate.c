@@ -13,12 +13,6 @@
 #include "engine/generate.h"
 #include "http/auth.h"
 
-static enum MHD_Result reply_err(struct request *r, struct op_error *e) {
-  json_t *errs = e->errors;
-  e->errors = NULL;
-  return reply_problem(r, (unsigned)e->status, e->detail, errs);
-}
-
 /* finish for a synchronous generation: PNG or JSON. */
 static enum MHD_Result finish_generate(struct request *r) {
   struct job *j = r->job;
@@ -29,7 +23,7 @@ static enum MHD_Result finish_generate(struct request *r) {
       snprintf(r->err.detail, sizeof r->err.detail, "%s",
                j && j->detail[0] ? j->detail : "the generation did not complete");
     }
-    return reply_err(r, &r->err);
+    return reply_op_error(r, &r->err);
   }
   struct api_gen_ctx *ctx = r->op_ctx;
   if (ctx && ctx->want_png) {
@@ -92,7 +86,7 @@ enum MHD_Result api_generate(struct request *r) {
   if (!r->json) return reply_problemf(r, 400, "a JSON body is required");
   struct gen_request g;
   struct op_error e = {0};
-  if (gen_request_parse(r->app, r->json, 0, &g, &e) != 0) return reply_err(r, &e);
+  if (gen_request_parse(r->app, r->json, 0, &g, &e) != 0) return reply_op_error(r, &e);
   g.want_png = !g.async && g.n == 1 && accepts_png(r);
   return api_gen_submit(r, &g, NULL);
 }

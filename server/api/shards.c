@@ -17,15 +17,6 @@
 #include "log.h"
 #include "registry/registry.h"
 
-static enum MHD_Result reply_field(struct request *r, unsigned status, const char *field,
-                                   const char *msg) {
-  json_t *errs = json_array();
-  json_array_append_new(errs, json_pack("{s:s,s:s}", "field", field, "message", msg));
-  char detail[256];
-  snprintf(detail, sizeof detail, "%s: %s", field, msg);
-  return reply_problem(r, status, detail, errs);
-}
-
 static void sha_hex(EVP_MD_CTX *c, char hex[65]) {
   unsigned char d[32];
   EVP_DigestFinal_ex(c, d, NULL);

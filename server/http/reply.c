@@ -120,3 +120,18 @@ enum MHD_Result reply_problemf(struct request *r, unsigned status, const char *f
   va_end(ap);
   return reply_problem(r, status, buf, NULL);
 }
+
+enum MHD_Result reply_field(struct request *r, unsigned status, const char *field,
+                            const char *msg) {
+  json_t *errs = json_array();
+  json_array_append_new(errs, json_pack("{s:s,s:s}", "field", field, "message", msg));
+  char detail[300];
+  snprintf(detail, sizeof detail, "%s: %s", field, msg);
+  return reply_problem(r, status, detail, errs);
+}
+
+enum MHD_Result reply_op_error(struct request *r, struct op_error *e) {
+  json_t *errs = e->errors;
+  e->errors = NULL;
+  return reply_problem(r, (unsigned)e->status, e->detail, errs);
+}

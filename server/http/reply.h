@@ -16,6 +16,10 @@ enum MHD_Result reply_problem(struct request *r, unsigned status, const char *de
 /* A problem with one printf-formatted detail. */
 enum MHD_Result reply_problemf(struct request *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A problem with one {field, message} validation error. */
+enum MHD_Result reply_field(struct request *r, unsigned status, const char *field, const char *msg);
+/* The problem an operation recorded (its errors array is taken). */
+enum MHD_Result reply_op_error(struct request *r, struct op_error *e);
 /* Raw bytes (copied) with a content type; extra headers as NULL-terminated name/value pairs. */
 enum MHD_Result reply_bytes(struct request *r, unsigned status, const char *content_type,
                             const void *data, size_t len, const char *const *headers);
