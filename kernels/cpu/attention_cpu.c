@@ -5,8 +5,8 @@
  * aligned, as torch SDPA is_causal). Heads are read in place through the
  * GEMM leading dimension (no permute). A task is (b, h, chunk of blocks of
  * query rows); a block's scores [rows, Lk] live in the worker's scratch, so
- * memory is O(threads * rows * Lk), never O(Lq * Lk * heads). With AVX-512
- * a task packs k_h^T and v_h once and runs attn_block_avx512 per block
+ * memory is O(threads * rows * Lk), never O(Lq * Lk * heads). With AVX-512 and
+ * D <= 160 a task packs k_h^T and v_h once and runs attn_block_avx512 per block
  * (register tiles, no GEMM packing); otherwise each block is two
  * single-threaded sgemm calls around a row softmax. SOUPD_CPU_NO_AVX512=1
  * forces the sgemm path (for tests and comparison).
@@ -117,10 +117,15 @@ int attention_cpu(struct backend *be, struct tensor *out, const struct tensor *q
                        .scale = scale,
                        .causal = causal != 0,
                        .tbuf = c->tbuf};
-  j.avx512 = c->avx512;
+  /* register tiles win up to the UNet head dims (<= 160); for wider heads
+   * (the VAE's single 512-wide head) the blocked sgemm reuses k/v better */
+  j.avx512 = c->avx512 && j.D <= 160;
   /* query rows per block: score block 128K floats (512 KB; 256 KB for the
-   * sgemm path, which also packs), 16..512 rows */
+   * sgemm path, which also packs), but at least D/2 rows so that the k and
+   * v of a head (2*D*Lk floats, out of cache for large D) are reused over
+   * enough rows; 16..512 rows */
   int64_t rows = (j.avx512 ? 1 << 17 : 1 << 16) / Lk;
+  if (rows < j.D / 2) rows = j.D / 2;
   if (rows < 16) rows = 16;
   if (rows > 512) rows = 512;
   if (rows > Lq) rows = Lq;

@@ -282,6 +282,7 @@ static void test_attention(void **state) {
   attention_case(be, 1, 37, 80, 2, 80, 0, 4.0f);
   attention_case(be, 1, 9, 32, 1, 160, 0, 3.0f);
   attention_case(be, 1, 64, 64, 2, 24, 1, 6.0f);
+  attention_case(be, 1, 100, 90, 1, 512, 0, 1.0f);  /* VAE mid-block: one head of 512 */
   attention_case(be, 1, 2100, 2100, 1, 8, 0, 1.0f); /* several tasks per head */
   attention_case(be, 1, 2100, 2100, 1, 8, 1, 1.0f);
   int64_t qs[3] = {1, 4, 6}, ks[3] = {1, 5, 6};
