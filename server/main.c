@@ -190,6 +190,7 @@ static int cmd_serve(int argc, char **argv) {
   engine_stop(app.engine, (int)app.cfg.shutdown_grace_s);
   app.engine = NULL;
   http_stop(http);
+  app_snapshot_save(&app);
   app_close(&app);
   log_info("stopped cleanly");
   return 0;

@@ -157,13 +157,65 @@ static void app_gc(struct app *a) {
   registry_shard_rows_free(rows, nrows);
 }
 
-/* Re-applies every committed active shard, in id order. */
-static int app_soup_rebuild(struct app *a, char **err) {
+static void snapshot_path(const struct app *a, char *out, size_t len) {
+  snprintf(out, len, "%s/soup.snapshot", a->cfg.data_dir);
+}
+
+/* Restores the accumulator from the snapshot a clean shutdown wrote, if it
+ * holds exactly the registry's latest version (number and hash). Returns 1
+ * if restored, 0 if there is none or it could not be read (nothing changed),
+ * -1 if it was loaded but is stale (the soup must be recreated). */
+static int app_snapshot_restore(struct app *a) {
+  char path[1200], hash[65];
+  snapshot_path(a, path, sizeof path);
+  if (access(path, R_OK) != 0) return 0;
+  struct registry_soup_version v;
+  char *err = NULL;
+  if (registry_soup_version_latest(a->reg, &v, &err) != 0) {
+    free(err);
+    return 0;
+  }
+  uint64_t ver = 0;
+  int rc;
+  if (soup_snapshot_load(a->soup, path, &ver, hash, &err) != 0) {
+    log_warn("soup snapshot unusable (%s); rebuilding from the shard files", err ? err : "?");
+    rc = 0;
+  } else if ((int64_t)ver != v.version || strcmp(hash, v.hash) != 0) {
+    log_info("soup snapshot holds version %llu, the registry is at %lld; rebuilding",
+             (unsigned long long)ver, (long long)v.version);
+    rc = -1;
+  } else {
+    log_info("soup version %llu restored from the snapshot (hash %.16s)", (unsigned long long)ver,
+             hash);
+    rc = 1;
+  }
+  free(err);
+  registry_soup_version_clear(&v);
+  return rc;
+}
+
+void app_snapshot_save(struct app *a) {
+  if (!a->soup) return;
+  char path[1200], *err = NULL;
+  snapshot_path(a, path, sizeof path);
+  const struct soup_version *v = soup_acquire(a->soup);
+  uint64_t ver = v->version;
+  soup_release(a->soup, v);
+  if (soup_snapshot_write(a->soup, path, ver, &err) != 0)
+    log_warn("cannot write the soup snapshot: %s", err ? err : "?");
+  else
+    log_info("soup version %llu saved to the snapshot for a fast restart", (unsigned long long)ver);
+  free(err);
+}
+
+/* Re-applies every committed active shard, in id order (unless the snapshot
+ * already restored them). */
+static int app_soup_rebuild(struct app *a, int restored, char **err) {
   struct registry_shard *rows = NULL;
   size_t n = 0;
   if (registry_shard_list(a->reg, "active", NULL, &rows, &n, err) != 0) return -1;
   int rc = 0;
-  for (size_t i = 0; i < n && rc == 0; i++) {
+  for (size_t i = 0; i < n && rc == 0 && !restored; i++) {
     char path[1200];
     app_shard_path(a, rows[i].sha256, path, sizeof path);
     struct st_file *f = NULL;
@@ -185,7 +237,9 @@ static int app_soup_rebuild(struct app *a, char **err) {
   }
   registry_shard_rows_free(rows, n);
   if (rc != 0) return rc;
-  if (n > 0 && soup_materialize_spare(a->soup, err) != 0) return -1;
+  /* the live copy must hold the registry's version even when no shard is
+   * active (e.g. after every shard was withdrawn) */
+  if (soup_materialize_spare(a->soup, err) != 0) return -1;
   struct registry_soup_version v;
   char hex[65];
   soup_hash_hex(a->soup, hex);
@@ -200,7 +254,7 @@ static int app_soup_rebuild(struct app *a, char **err) {
     return rc;
   }
   if (vr != 0) return -1;
-  if (n > 0 && soup_switch(a->soup, (uint64_t)v.version, err) != 0) {
+  if (soup_switch(a->soup, (uint64_t)v.version, err) != 0) {
     registry_soup_version_clear(&v);
     return -1;
   }
@@ -208,8 +262,8 @@ static int app_soup_rebuild(struct app *a, char **err) {
     log_warn("soup version %lld: rebuilt hash %.16s differs from the recorded %.16s (algorithm "
              "change?)",
              (long long)v.version, hex, v.hash);
-  log_info("soup version %lld rebuilt from %zu active shard(s), hash %.16s", (long long)v.version,
-           n, hex);
+  log_info("soup version %lld %s %zu active shard(s), hash %.16s", (long long)v.version,
+           restored ? "restored with" : "rebuilt from", n, hex);
   registry_soup_version_clear(&v);
   return 0;
 }
@@ -269,7 +323,13 @@ int app_open(struct app *a, char **err) {
   enum dtype inf = infer_dtype(a->cfg.infer_dtype, strcmp(a->device, "cpu") != 0);
   if (soup_new(a->base, a->soup_be, inf, &a->soup, err) != 0) return -1;
   app_gc(a);
-  if (app_soup_rebuild(a, err) != 0) return -1;
+  int restored = app_snapshot_restore(a);
+  if (restored < 0) { /* a stale snapshot was loaded: start from an empty soup */
+    soup_free(a->soup);
+    if (soup_new(a->base, a->soup_be, inf, &a->soup, err) != 0) return -1;
+    restored = 0;
+  }
+  if (app_soup_rebuild(a, restored, err) != 0) return -1;
   char *e2 = NULL;
   if (pipeline_load(a->model_root, a->be, &a->pipe, &e2) != 0) {
     log_warn("the model cannot generate images (%s); /generate answers 503", e2 ? e2 : "?");

@@ -70,6 +70,9 @@ int app_device_open(struct app *a, char **err);
  * from the committed registry state. */
 int app_open(struct app *a, char **err);
 void app_close(struct app *a);
+/* Writes the accumulator snapshot (clean shutdown), so the next start skips
+ * re-reading every shard file when nothing changed in between. */
+void app_snapshot_save(struct app *a);
 
 /* Opens a shard file (header capped at 16 MiB), with original LDM names
  * converted to diffusers names. */

@@ -139,3 +139,45 @@ def test_restart_rebuilds_the_same_soup(tmp_path, shards):
         assert (s1["hash"], s1["version"]) == (s0["hash"], s0["version"])
     finally:
         d.stop()
+
+
+def test_clean_restart_uses_the_snapshot_and_a_stale_one_is_ignored(tmp_path, shards):
+    d = Daemon(tmp_path / "data").start()
+    c = Client(d, d.admin_token())
+    ids = register(c, shards, "AB")
+    s0 = c.soup()
+    assert d.stop() == 0
+    assert (d.data_dir / "soup.snapshot").exists()
+    d.start()
+    try:
+        c = Client(d, d.admin_token())
+        assert "restored from the snapshot" in d.logs()
+        assert (c.soup()["hash"], c.soup()["version"]) == (s0["hash"], s0["version"])
+        assert c.post("/soup/verify", json={}).json()["match"] is True
+        # a change after the snapshot, then a crash: the snapshot is stale
+        r = c.post(f"/shards/{ids['A']}/withdraw", json={})
+        h = r.json()["soup"]["hash"]
+    finally:
+        d.kill9()
+    d.start()
+    try:
+        c = Client(d, d.admin_token())
+        assert "rebuilding" in d.logs()
+        assert c.soup()["hash"] == h
+        assert c.post("/soup/verify", json={}).json()["match"] is True
+    finally:
+        d.stop()
+
+
+def test_restart_after_every_shard_is_withdrawn(tmp_path, shards):
+    d = Daemon(tmp_path / "data").start()
+    c = Client(d, d.admin_token())
+    ids = register(c, shards, "A")
+    r = c.post(f"/shards/{ids['A']}/withdraw", json={}).json()["soup"]
+    d.kill9()
+    d.start()
+    try:
+        s = Client(d, d.admin_token()).soup()
+        assert (s["version"], s["hash"]) == (r["version"], r["hash"]) and s["members"] == []
+    finally:
+        d.stop()
