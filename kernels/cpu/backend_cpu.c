@@ -272,6 +272,22 @@ static void cpu_tensor_free(struct backend *be, struct tensor *t) {
   memset(t, 0, sizeof *t);
 }
 
+struct narrow_job {
+  uint16_t *dst;
+  const void *src;
+  enum dtype sd, dd;
+};
+
+static void narrow_task(void *ctx, int64_t i0, int64_t i1, int tid) {
+  struct narrow_job *j = ctx;
+  for (int64_t i = i0; i < i1; i++) {
+    float f = j->sd == DT_F32   ? ((const float *)j->src)[i]
+              : j->sd == DT_F16 ? f16_to_f32(((const uint16_t *)j->src)[i])
+                                : bf16_to_f32(((const uint16_t *)j->src)[i]);
+    j->dst[i] = j->dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
+  }
+}
+
 /* Converts n elements of src (dtype sd) into dst (dtype dd). */
 static int convert(struct backend *be, void *dst, enum dtype dd, const void *src, enum dtype sd,
                    int64_t n, const char *op) {
@@ -285,14 +301,9 @@ static int convert(struct backend *be, void *dst, enum dtype dd, const void *src
     cpu_widen(be, dst, src, sd, n);
     return 0;
   }
-  if (fl_s && fl_d) {
-    uint16_t *d = dst;
-    for (int64_t i = 0; i < n; i++) {
-      float f = sd == DT_F32   ? ((const float *)src)[i]
-                : sd == DT_F16 ? f16_to_f32(((const uint16_t *)src)[i])
-                               : bf16_to_f32(((const uint16_t *)src)[i]);
-      d[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
-    }
+  if (fl_s && fl_d) { /* to F16/BF16: one rounding from the exact value */
+    struct narrow_job j = {dst, src, sd, dd};
+    parallel_for(cpu_ctx(be)->pool, n, 1 << 16, narrow_task, &j);
     return 0;
   }
   if (sd == DT_I32 && dd == DT_I64) {

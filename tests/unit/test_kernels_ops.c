@@ -381,7 +381,7 @@ static void test_memory(void **state) {
     be->tensor_free(be, &t);
   }
   /* F32 -> F16/BF16 upload rounds as tensor.c; copy converts */
-  int64_t n = 1000, s2[2] = {10, 100};
+  int64_t n = 200003, s2[2] = {1, 200003}; /* large enough to run over the pool */
   float *v = tk_randv(n, 70000.0f, 0.0f);
   v[0] = 1e-8f, v[1] = -0.0f;
   for (int k = 0; k < 2; k++) {
