@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 
@@ -68,6 +69,7 @@ static double baseline_gflops(double flops) {
   openblas_set_num_threads(g_threads);
   double t = median_time(run_sgemm, &s);
   openblas_set_num_threads(1); /* as the CPU backend keeps it */
+  usleep(300000); /* let OpenBLAS's workers stop spinning before the next op is timed */
   free(s.a), free(s.b), free(s.c);
   return 2.0 * s.M * s.N * (double)s.K / t * 1e-9;
 }
