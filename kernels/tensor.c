@@ -10,8 +10,12 @@ static const struct {
     [DT_I32] = {"I32", 4}, [DT_I64] = {"I64", 8},
 };
 
-size_t dtype_size(enum dtype dt) { return (unsigned)dt < DT_COUNT ? dtypes[dt].size : 0; }
-const char *dtype_name(enum dtype dt) { return (unsigned)dt < DT_COUNT ? dtypes[dt].name : "?"; }
+size_t dtype_size(enum dtype dt) {
+  return (unsigned)dt < DT_COUNT ? dtypes[dt].size : 0;
+}
+const char *dtype_name(enum dtype dt) {
+  return (unsigned)dt < DT_COUNT ? dtypes[dt].name : "?";
+}
 
 int dtype_from_name(const char *name) {
   for (int i = 0; i < DT_COUNT; i++)
@@ -52,7 +56,7 @@ uint16_t f32_to_f16(float f) {
     return sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0);
   if (a >= 0x477ff000u) /* rounds to >= 65520: overflow */
     return sign | 0x7c00;
-  if (a < 0x38800000u) { /* result subnormal or zero: value < 2^-14 */
+  if (a < 0x38800000u) {              /* result subnormal or zero: value < 2^-14 */
     if (a < 0x33000000u) return sign; /* < 2^-25 rounds to 0 */
     uint32_t e = a >> 23, m = (a & 0x7fffff) | 0x800000;
     uint32_t shift = 126 - e; /* 14..24 */
