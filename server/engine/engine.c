@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "app.h"
@@ -49,11 +50,7 @@ struct job *job_new(job_fn fn, void *arg, job_free_fn arg_free, int priority) {
   struct job *j = calloc(1, sizeof *j);
   if (!j) return NULL;
   unsigned char b[8] = {0};
-  FILE *f = fopen("/dev/urandom", "rb");
-  if (f) {
-    if (fread(b, 1, sizeof b, f) != sizeof b) memset(b, 0, sizeof b);
-    fclose(f);
-  }
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) memset(b, 0, sizeof b);
   memcpy(j->id, "job_", 4);
   for (int i = 0; i < 8; i++) snprintf(j->id + 4 + 2 * i, 3, "%02x", b[i]);
   j->fn = fn, j->arg = arg, j->arg_free = arg_free, j->priority = priority;

@@ -133,12 +133,6 @@ void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, 
                               .outcome = REGISTRY_OUTCOME_DENIED,
                               .detail = detail};
   char *err = NULL;
-  /* a shard id that does not exist cannot be referenced */
-  struct registry_shard s;
-  if (shard_id && registry_shard_get(a->reg, shard_id, &s, NULL) == 0)
-    registry_shard_clear(&s);
-  else
-    ev.shard_id = 0;
   if (registry_event_append(a->reg, &ev, NULL, &err) != 0)
     log_error("cannot record auth.denied: %s", err ? err : "?");
   free(err);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,11 +57,7 @@ static void request_id_make(struct request *r) {
     }
   }
   unsigned char b[8] = {0};
-  FILE *f = fopen("/dev/urandom", "rb");
-  if (f) {
-    if (fread(b, 1, sizeof b, f) != sizeof b) memset(b, 0, sizeof b);
-    fclose(f);
-  }
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) memset(b, 0, sizeof b);
   for (int i = 0; i < 8; i++) snprintf(r->id + 2 * i, 3, "%02x", b[i]);
 }
 
