@@ -1,0 +1,112 @@
+/* check.h: operand validation shared by the CPU and CUDA backends (check.c).
+ *
+ * Every function writes a message of at most len bytes into msg and returns
+ * a negative status (-EINVAL, or -ERANGE for an embedding id out of range)
+ * when an operand is wrong, and returns 0 without touching msg otherwise. A
+ * backend passes the message on to its own fail function, e.g.
+ *   char msg[CHECK_MSG_LEN];
+ *   if ((rc = check_permute(msg, sizeof msg, out, x, perm))) return cpu_fail(be, rc, "%s", msg);
+ * The check_<op> functions run after the backend's own leading checks of the
+ * op's operands (check_act / check_param / ndim, see each function), so they
+ * may rely on non-NULL tensors of the right dtype and rank.
+ *
+ * Plain C, also included from the CUDA backend's .cu files. soupd_cuda is
+ * linked after soupd_kernels and may not call into it (see cuda_impl.cuh), so
+ * it builds its own copy of check.c (kernels/cuda/check_cuda.cu): in .cu files
+ * the names below stand for cu_-prefixed copies of the same functions.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/tensor.h"
+
+#ifdef __CUDACC__
+#define check_shape_str cu_check_shape_str
+#define check_act cu_check_act
+#define check_param cu_check_param
+#define check_same_shape cu_check_same_shape
+#define check_same_numel cu_check_same_numel
+#define check_geglu cu_check_geglu
+#define check_add_channel cu_check_add_channel
+#define check_concat_channels cu_check_concat_channels
+#define check_upsample_nearest cu_check_upsample_nearest
+#define check_permute cu_check_permute
+#define check_slice cu_check_slice
+#define check_timestep_embedding cu_check_timestep_embedding
+#define check_embedding cu_check_embedding
+#define check_conv2d cu_check_conv2d
+#define check_linear cu_check_linear
+#define check_matmul cu_check_matmul
+#define check_group_norm cu_check_group_norm
+#define check_layer_norm cu_check_layer_norm
+#define check_attention cu_check_attention
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* room for any message below (the size of the backends' last-error buffers) */
+#define CHECK_MSG_LEN 512
+
+/* Formats a shape like "[2, 3, 4]" into buf (n bytes); returns buf. */
+const char *check_shape_str(const struct tensor *t, char *buf, size_t n);
+
+/* ---- generic operand checks ---- */
+/* An activation: non-NULL, 1..TENSOR_MAX_DIMS dims, none negative, with data, F32. */
+int check_act(char *msg, size_t len, const struct tensor *t, const char *op, const char *what);
+/* A parameter: as an activation, but F32, F16 or BF16. */
+int check_param(char *msg, size_t len, const struct tensor *t, const char *op, const char *what);
+int check_same_shape(char *msg, size_t len, const struct tensor *a, const struct tensor *b,
+                     const char *op, const char *an, const char *bn);
+/* a and b hold as many elements ("op: an has A elements, bn B"). */
+int check_same_numel(char *msg, size_t len, const struct tensor *a, const struct tensor *b,
+                     const char *op, const char *an, const char *bn);
+
+/* ---- per op (after the checks named) ---- */
+/* geglu: x, out activations. */
+int check_geglu(char *msg, size_t len, const struct tensor *out, const struct tensor *x);
+/* add_channel: a (2..4 dims), out (shape of a) and b activations. */
+int check_add_channel(char *msg, size_t len, const struct tensor *out, const struct tensor *a,
+                      const struct tensor *b);
+/* concat_channels: a, b, out activations, a with 2..4 dims. */
+int check_concat_channels(char *msg, size_t len, const struct tensor *out, const struct tensor *a,
+                          const struct tensor *b);
+/* upsample_nearest: x, out activations with 4 dims. */
+int check_upsample_nearest(char *msg, size_t len, const struct tensor *out, const struct tensor *x);
+/* permute: x, out activations. */
+int check_permute(char *msg, size_t len, const struct tensor *out, const struct tensor *x,
+                  const int *perm);
+/* slice: x, out activations. */
+int check_slice(char *msg, size_t len, const struct tensor *out, const struct tensor *x, int dim,
+                int64_t start);
+/* timestep_embedding: out activation with 2 dims. */
+int check_timestep_embedding(char *msg, size_t len, const struct tensor *out, const float *t,
+                             int dim, float freq_shift, float max_period);
+/* embedding: out activation, table parameter with 2 dims; -ERANGE for a bad id. */
+int check_embedding(char *msg, size_t len, const struct tensor *out, const int32_t *ids,
+                    const struct tensor *table);
+/* conv2d: x, out activations and w parameter with 4 dims, b (if any) parameter with 1 dim. */
+int check_conv2d(char *msg, size_t len, const struct tensor *out, const struct tensor *x,
+                 const struct tensor *w, const struct tensor *b, int stride, int pad);
+/* linear: x, out activations, w parameter with 2 dims, b (if any) parameter with 1 dim. */
+int check_linear(char *msg, size_t len, const struct tensor *out, const struct tensor *x,
+                 const struct tensor *w, const struct tensor *b);
+/* matmul: a, b, out activations with 2..3 dims. */
+int check_matmul(char *msg, size_t len, const struct tensor *out, const struct tensor *a,
+                 int trans_a, const struct tensor *b, int trans_b);
+/* group_norm: x (2..4 dims), out (shape of x) activations; gamma, beta may be NULL. */
+int check_group_norm(char *msg, size_t len, const struct tensor *x, const struct tensor *gamma,
+                     const struct tensor *beta, int groups, float eps);
+/* layer_norm: x, out (shape of x) activations; gamma, beta may be NULL. */
+int check_layer_norm(char *msg, size_t len, const struct tensor *x, const struct tensor *gamma,
+                     const struct tensor *beta, float eps);
+/* attention: q, k, v activations with 3 dims, out shaped as q, v as k. */
+int check_attention(char *msg, size_t len, const struct tensor *out, const struct tensor *q,
+                    const struct tensor *k, const struct tensor *v, int heads);
+
+#ifdef __cplusplus
+}
+#endif
