@@ -68,41 +68,16 @@ float *cpu_buf_get(struct cpu_buf *buf, size_t n) {
   return buf->p;
 }
 
-const char *cpu_shape_str(const struct tensor *t, char *buf, size_t n) {
-  size_t o = 0;
-  o += (size_t)snprintf(buf + o, n - o, "[");
-  for (int i = 0; i < t->ndim && o < n; i++)
-    o += (size_t)snprintf(buf + o, n - o, i ? ", %lld" : "%lld", (long long)t->shape[i]);
-  if (o < n) snprintf(buf + o, n - o, "]");
-  return buf;
-}
-
-static int check_common(struct backend *be, const struct tensor *t, const char *op,
-                        const char *what) {
-  if (!t) return cpu_fail(be, -EINVAL, "%s: %s is NULL", op, what);
-  if (t->ndim < 1 || t->ndim > TENSOR_MAX_DIMS)
-    return cpu_fail(be, -EINVAL, "%s: %s has ndim %d", op, what, t->ndim);
-  for (int i = 0; i < t->ndim; i++)
-    if (t->shape[i] < 0) return cpu_fail(be, -EINVAL, "%s: %s has a negative dim", op, what);
-  if (!t->data && tensor_numel(t) > 0) return cpu_fail(be, -EINVAL, "%s: %s has no data", op, what);
-  return 0;
-}
-
 int cpu_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  int rc = check_common(be, t, op, what);
-  if (rc) return rc;
-  if (t->dtype != DT_F32)
-    return cpu_fail(be, -EINVAL, "%s: %s must be F32, got %s", op, what, dtype_name(t->dtype));
-  return 0;
+  char msg[CHECK_MSG_LEN];
+  int rc = check_act(msg, sizeof msg, t, op, what);
+  return rc ? cpu_fail(be, rc, "%s", msg) : 0;
 }
 
 int cpu_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  int rc = check_common(be, t, op, what);
-  if (rc) return rc;
-  if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16)
-    return cpu_fail(be, -EINVAL, "%s: %s must be F32, F16 or BF16, got %s", op, what,
-                    dtype_name(t->dtype));
-  return 0;
+  char msg[CHECK_MSG_LEN];
+  int rc = check_param(msg, sizeof msg, t, op, what);
+  return rc ? cpu_fail(be, rc, "%s", msg) : 0;
 }
 
 int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
@@ -111,19 +86,16 @@ int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, c
   char s[96];
   if (ndim_min == ndim_max)
     return cpu_fail(be, -EINVAL, "%s: %s must have %d dims, got %s", op, what, ndim_min,
-                    cpu_shape_str(t, s, sizeof s));
+                    check_shape_str(t, s, sizeof s));
   return cpu_fail(be, -EINVAL, "%s: %s must have %d..%d dims, got %s", op, what, ndim_min, ndim_max,
-                  cpu_shape_str(t, s, sizeof s));
+                  check_shape_str(t, s, sizeof s));
 }
 
 int cpu_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
                          const char *op, const char *an, const char *bn) {
-  int same = a->ndim == b->ndim;
-  for (int i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
-  if (same) return 0;
-  char s1[96], s2[96];
-  return cpu_fail(be, -EINVAL, "%s: %s %s and %s %s differ in shape", op, an,
-                  cpu_shape_str(a, s1, sizeof s1), bn, cpu_shape_str(b, s2, sizeof s2));
+  char msg[CHECK_MSG_LEN];
+  int rc = check_same_shape(msg, sizeof msg, a, b, op, an, bn);
+  return rc ? cpu_fail(be, rc, "%s", msg) : 0;
 }
 
 /* ---- widening ---- */

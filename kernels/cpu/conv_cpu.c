@@ -141,26 +141,12 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
     return rc;
   if (b && ((rc = cpu_check_param(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 1, 1))))
     return rc;
-  if (stride < 1 || pad < 0)
-    return cpu_fail(be, -EINVAL, "conv2d: bad stride %d or pad %d", stride, pad);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_conv2d(msg, sizeof msg, out, x, w, b, stride, pad)))
+    return cpu_fail(be, rc, "%s", msg);
   int64_t N = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
-  char s1[96], s2[96];
-  if (w->shape[1] != Ci)
-    return cpu_fail(be, -EINVAL, "conv2d: w %s does not take x %s (channels)",
-                    cpu_shape_str(w, s1, sizeof s1), cpu_shape_str(x, s2, sizeof s2));
-  if (kh < 1 || kw < 1 || H + 2 * pad < kh || W + 2 * pad < kw)
-    return cpu_fail(be, -EINVAL, "conv2d: kernel %s larger than padded x %s",
-                    cpu_shape_str(w, s1, sizeof s1), cpu_shape_str(x, s2, sizeof s2));
   int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
-  if (out->shape[0] != N || out->shape[1] != Co || out->shape[2] != Ho || out->shape[3] != Wo)
-    return cpu_fail(be, -EINVAL, "conv2d: out %s, expected [%lld, %lld, %lld, %lld]",
-                    cpu_shape_str(out, s1, sizeof s1), (long long)N, (long long)Co, (long long)Ho,
-                    (long long)Wo);
-  if (b && b->shape[0] != Co)
-    return cpu_fail(be, -EINVAL, "conv2d: b has %lld entries for %lld channels",
-                    (long long)b->shape[0], (long long)Co);
-  if (out->data == x->data) return cpu_fail(be, -EINVAL, "conv2d: out may not alias x");
   if (N == 0 || Co == 0) return 0;
   struct cpu_ctx *c = cpu_ctx(be);
   const float *bf = NULL;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
+#include "kernels/check.h"
 #include "threads.h"
 
 #define CPU_MAX_THREADS 256
@@ -61,7 +62,9 @@ void cpu_widen_serial(float *dst, const void *src, enum dtype dt, int64_t n);
 /* Widens n elements of src (F32/F16/BF16) to dst; parallel for large n. */
 void cpu_widen(struct backend *be, float *dst, const void *src, enum dtype dt, int64_t n);
 
-/* ---- checks (return 0 or a negative status with last_error set) ---- */
+/* ---- checks (return 0 or a negative status with last_error set) ----
+ * The rules and messages are kernels/check.h's; an op runs its check_<op>
+ * from there after these and records a failure with cpu_fail(be, rc, "%s", msg). */
 /* An activation: non-NULL, with data, F32. */
 int cpu_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what);
 /* A parameter: non-NULL, with data, F32, F16 or BF16. */
@@ -71,8 +74,6 @@ int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, c
                    int ndim_min, int ndim_max);
 int cpu_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
                          const char *op, const char *an, const char *bn);
-/* Formats a shape like "[2, 3, 4]" into buf. */
-const char *cpu_shape_str(const struct tensor *t, char *buf, size_t n);
 
 /* ---- GEMM over the pool (row-major, OpenBLAS single-threaded per piece) ----
  * C[M,N] = alpha * op(A) op(B) + beta * C, split over M or N between threads. */

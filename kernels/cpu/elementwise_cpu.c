@@ -56,9 +56,9 @@ static int check_pair(struct backend *be, const struct tensor *out, const struct
                       const char *op) {
   int rc;
   if ((rc = cpu_check_act(be, a, op, "x")) || (rc = cpu_check_act(be, out, op, "out"))) return rc;
-  if (tensor_numel(a) != tensor_numel(out))
-    return cpu_fail(be, -EINVAL, "%s: out has %lld elements, input %lld", op,
-                    (long long)tensor_numel(out), (long long)tensor_numel(a));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_same_numel(msg, sizeof msg, out, a, op, "out", "input")))
+    return cpu_fail(be, rc, "%s", msg);
   return 0;
 }
 
@@ -83,14 +83,9 @@ int geglu_cpu(struct backend *be, struct tensor *out, const struct tensor *x) {
   static const char *op = "geglu";
   int rc;
   if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_act(be, out, op, "out"))) return rc;
-  int64_t D2 = x->shape[x->ndim - 1], D = D2 / 2;
-  int ok = x->ndim == out->ndim && D2 % 2 == 0 && out->shape[out->ndim - 1] == D;
-  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
-  char s1[96], s2[96];
-  if (!ok)
-    return cpu_fail(be, -EINVAL, "geglu: x %s, out %s do not fit [..., 2D] -> [..., D]",
-                    cpu_shape_str(x, s1, sizeof s1), cpu_shape_str(out, s2, sizeof s2));
-  if (out->data == x->data) return cpu_fail(be, -EINVAL, "geglu: out may not alias x");
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_geglu(msg, sizeof msg, out, x))) return cpu_fail(be, rc, "%s", msg);
+  int64_t D = x->shape[x->ndim - 1] / 2;
   if (D == 0 || tensor_numel(out) == 0) return 0;
   struct ew_job j = {.out = out->data, .a = x->data, .inner = D};
   parallel_for(cpu_ctx(be)->pool, tensor_numel(out) / D, EW_GRAIN / D + 1, geglu_task, &j);
@@ -125,9 +120,9 @@ static int binary(struct backend *be, struct tensor *out, const struct tensor *a
                   const struct tensor *b, int op, const char *name) {
   int rc;
   if ((rc = check_pair(be, out, a, name)) || (rc = cpu_check_act(be, b, name, "b"))) return rc;
-  if (tensor_numel(b) != tensor_numel(a))
-    return cpu_fail(be, -EINVAL, "%s: a has %lld elements, b %lld", name,
-                    (long long)tensor_numel(a), (long long)tensor_numel(b));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_same_numel(msg, sizeof msg, a, b, name, "a", "b")))
+    return cpu_fail(be, rc, "%s", msg);
   struct ew_job j = {.out = out->data, .a = a->data, .b = b->data, .op = op};
   parallel_for(cpu_ctx(be)->pool, tensor_numel(a), EW_GRAIN, binary_task, &j);
   return 0;
@@ -149,9 +144,9 @@ int axpby_cpu(struct backend *be, struct tensor *out, float alpha, const struct 
   if (rc) return rc;
   if (y) {
     if ((rc = cpu_check_act(be, y, "axpby", "y"))) return rc;
-    if (tensor_numel(y) != tensor_numel(x))
-      return cpu_fail(be, -EINVAL, "axpby: x has %lld elements, y %lld", (long long)tensor_numel(x),
-                      (long long)tensor_numel(y));
+    char msg[CHECK_MSG_LEN];
+    if ((rc = check_same_numel(msg, sizeof msg, x, y, "axpby", "x", "y")))
+      return cpu_fail(be, rc, "%s", msg);
   } else if (beta != 0.0f) {
     return cpu_fail(be, -EINVAL, "axpby: y is NULL but beta is %g", (double)beta);
   }
@@ -185,13 +180,8 @@ int add_channel_cpu(struct backend *be, struct tensor *out, const struct tensor 
       (rc = cpu_check_act(be, b, op, "b")))
     return rc;
   int64_t N = a->shape[0], C = a->shape[1];
-  char s1[96], s2[96];
-  int ok = (b->ndim == 2 && b->shape[0] == N && b->shape[1] == C) ||
-           (b->ndim == 4 && b->shape[0] == N && b->shape[1] == C && b->shape[2] == 1 &&
-            b->shape[3] == 1);
-  if (!ok)
-    return cpu_fail(be, -EINVAL, "add_channel: b %s is not [N, C] for a %s",
-                    cpu_shape_str(b, s1, sizeof s1), cpu_shape_str(a, s2, sizeof s2));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_add_channel(msg, sizeof msg, out, a, b))) return cpu_fail(be, rc, "%s", msg);
   if (N * C == 0) return 0;
   struct ew_job j = {
       .out = out->data, .a = a->data, .b = b->data, .inner = tensor_numel(a) / (N * C)};

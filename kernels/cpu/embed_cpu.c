@@ -16,14 +16,11 @@ int timestep_embedding_cpu(struct backend *be, struct tensor *out, const float *
   int rc;
   if ((rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 2, 2)))
     return rc;
-  if (dim < 1 || out->shape[1] != dim)
-    return cpu_fail(be, -EINVAL, "timestep_embedding: out width %lld, dim %d",
-                    (long long)out->shape[1], dim);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_timestep_embedding(msg, sizeof msg, out, t, dim, freq_shift, max_period)))
+    return cpu_fail(be, rc, "%s", msg);
   int64_t N = out->shape[0];
-  if (N > 0 && !t) return cpu_fail(be, -EINVAL, "timestep_embedding: t is NULL");
   int half = dim / 2;
-  if (!(max_period > 0.0f) || (half > 0 && (float)half - freq_shift == 0.0f))
-    return cpu_fail(be, -EINVAL, "timestep_embedding: bad max_period or freq_shift");
   float *o = out->data;
   float neg_log = (float)-log((double)max_period);
   float denom = (float)half - freq_shift;
@@ -49,17 +46,9 @@ int embedding_cpu(struct backend *be, struct tensor *out, const int32_t *ids,
   if ((rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_param(be, table, op, "table")) ||
       (rc = cpu_check_ndim(be, table, op, "table", 2, 2)))
     return rc;
-  int64_t V = table->shape[0], D = table->shape[1];
-  char s1[96], s2[96];
-  if (out->shape[out->ndim - 1] != D)
-    return cpu_fail(be, -EINVAL, "embedding: out %s does not end in the table width of %s",
-                    cpu_shape_str(out, s1, sizeof s1), cpu_shape_str(table, s2, sizeof s2));
-  int64_t n = D ? tensor_numel(out) / D : 0;
-  if (n > 0 && !ids) return cpu_fail(be, -EINVAL, "embedding: ids is NULL");
-  for (int64_t i = 0; i < n; i++)
-    if (ids[i] < 0 || ids[i] >= V)
-      return cpu_fail(be, -ERANGE, "embedding: id %d at %lld outside [0, %lld)", (int)ids[i],
-                      (long long)i, (long long)V);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_embedding(msg, sizeof msg, out, ids, table))) return cpu_fail(be, rc, "%s", msg);
+  int64_t D = table->shape[1], n = D ? tensor_numel(out) / D : 0;
   size_t es = dtype_size(table->dtype);
   for (int64_t i = 0; i < n; i++)
     cpu_widen(be, (float *)out->data + i * D, (const char *)table->data + (size_t)ids[i] * D * es,

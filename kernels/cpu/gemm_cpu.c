@@ -85,17 +85,8 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   if (b && ((rc = cpu_check_param(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 1, 1))))
     return rc;
   int64_t O = w->shape[0], In = w->shape[1];
-  char s1[96], s2[96], s3[96];
-  int ok = x->ndim == out->ndim && x->shape[x->ndim - 1] == In && out->shape[out->ndim - 1] == O;
-  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
-  if (!ok)
-    return cpu_fail(be, -EINVAL, "linear: x %s, w %s, out %s do not fit [..., I] [O, I] [..., O]",
-                    cpu_shape_str(x, s1, sizeof s1), cpu_shape_str(w, s2, sizeof s2),
-                    cpu_shape_str(out, s3, sizeof s3));
-  if (b && b->shape[0] != O)
-    return cpu_fail(be, -EINVAL, "linear: b has %lld entries for %lld outputs",
-                    (long long)b->shape[0], (long long)O);
-  if (out->data == x->data) return cpu_fail(be, -EINVAL, "linear: out may not alias x");
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_linear(msg, sizeof msg, out, x, w, b))) return cpu_fail(be, rc, "%s", msg);
   int64_t M = In ? tensor_numel(x) / In : tensor_numel(out) / (O ? O : 1);
   if (M == 0 || O == 0) return 0;
   const float *bf = NULL;
@@ -154,21 +145,13 @@ int matmul_cpu(struct backend *be, struct tensor *out, const struct tensor *a, i
       (rc = cpu_check_act(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 2, 3)) ||
       (rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 2, 3)))
     return rc;
-  char s1[96], s2[96], s3[96];
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_matmul(msg, sizeof msg, out, a, trans_a, b, trans_b)))
+    return cpu_fail(be, rc, "%s", msg);
   int d = a->ndim - 2;
   int64_t B = d ? a->shape[0] : 1;
   int64_t M = trans_a ? a->shape[d + 1] : a->shape[d], K = trans_a ? a->shape[d] : a->shape[d + 1];
-  int64_t Kb = trans_b ? b->shape[d + 1] : b->shape[d], N = trans_b ? b->shape[d] : b->shape[d + 1];
-  int ok = a->ndim == b->ndim && a->ndim == out->ndim && K == Kb &&
-           (!d || (b->shape[0] == B && out->shape[0] == B)) && out->shape[d] == M &&
-           out->shape[d + 1] == N;
-  if (!ok)
-    return cpu_fail(be, -EINVAL, "matmul: a %s%s, b %s%s, out %s do not fit",
-                    cpu_shape_str(a, s1, sizeof s1), trans_a ? "^T" : "",
-                    cpu_shape_str(b, s2, sizeof s2), trans_b ? "^T" : "",
-                    cpu_shape_str(out, s3, sizeof s3));
-  if (out->data == a->data || out->data == b->data)
-    return cpu_fail(be, -EINVAL, "matmul: out may not alias a or b");
+  int64_t N = trans_b ? b->shape[d] : b->shape[d + 1];
   if (B == 0 || M == 0 || N == 0) return 0;
   if (K == 0) {
     memset(out->data, 0, (size_t)(B * M * N) * sizeof(float));

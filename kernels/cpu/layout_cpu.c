@@ -43,15 +43,8 @@ int concat_channels_cpu(struct backend *be, struct tensor *out, const struct ten
   if ((rc = check_io(be, out, a, op)) || (rc = check_io(be, out, b, op)) ||
       (rc = cpu_check_ndim(be, a, op, "a", 2, 4)))
     return rc;
-  char s1[96], s2[96], s3[96];
-  int ok = a->ndim == b->ndim && a->ndim == out->ndim && a->shape[0] == b->shape[0] &&
-           out->shape[0] == a->shape[0] && out->shape[1] == a->shape[1] + b->shape[1];
-  for (int i = 2; ok && i < a->ndim; i++)
-    ok = a->shape[i] == b->shape[i] && out->shape[i] == a->shape[i];
-  if (!ok)
-    return cpu_fail(be, -EINVAL, "concat_channels: a %s, b %s, out %s do not fit",
-                    cpu_shape_str(a, s1, sizeof s1), cpu_shape_str(b, s2, sizeof s2),
-                    cpu_shape_str(out, s3, sizeof s3));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_concat_channels(msg, sizeof msg, out, a, b))) return cpu_fail(be, rc, "%s", msg);
   int64_t N = a->shape[0];
   if (N == 0) return 0;
   struct cat_job j = {out->data, a->data, b->data, tensor_numel(a) / N, tensor_numel(b) / N};
@@ -94,11 +87,8 @@ int upsample_nearest_cpu(struct backend *be, struct tensor *out, const struct te
   if ((rc = check_io(be, out, x, op)) || (rc = cpu_check_ndim(be, x, op, "x", 4, 4)) ||
       (rc = cpu_check_ndim(be, out, op, "out", 4, 4)))
     return rc;
-  char s1[96], s2[96];
-  if (out->shape[0] != x->shape[0] || out->shape[1] != x->shape[1] ||
-      (tensor_numel(out) > 0 && (x->shape[2] == 0 || x->shape[3] == 0)))
-    return cpu_fail(be, -EINVAL, "upsample_nearest: x %s, out %s do not fit",
-                    cpu_shape_str(x, s1, sizeof s1), cpu_shape_str(out, s2, sizeof s2));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_upsample_nearest(msg, sizeof msg, out, x))) return cpu_fail(be, rc, "%s", msg);
   if (tensor_numel(out) == 0) return 0;
   struct up_job j = {x->data,       out->data,     x->shape[2], x->shape[3],
                      out->shape[2], out->shape[3], NULL};
@@ -155,18 +145,9 @@ int permute_cpu(struct backend *be, struct tensor *out, const struct tensor *x, 
   static const char *op = "permute";
   int rc;
   if ((rc = check_io(be, out, x, op))) return rc;
-  if (!perm) return cpu_fail(be, -EINVAL, "permute: perm is NULL");
-  int nd = x->ndim, seen[TENSOR_MAX_DIMS] = {0};
-  char s1[96], s2[96];
-  if (out->ndim != nd)
-    return cpu_fail(be, -EINVAL, "permute: out ndim %d, x ndim %d", out->ndim, nd);
-  for (int i = 0; i < nd; i++) {
-    if (perm[i] < 0 || perm[i] >= nd || seen[perm[i]]++)
-      return cpu_fail(be, -EINVAL, "permute: perm is not a permutation of 0..%d", nd - 1);
-    if (out->shape[i] != x->shape[perm[i]])
-      return cpu_fail(be, -EINVAL, "permute: out %s is not x %s permuted",
-                      cpu_shape_str(out, s1, sizeof s1), cpu_shape_str(x, s2, sizeof s2));
-  }
+  int nd = x->ndim;
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_permute(msg, sizeof msg, out, x, perm))) return cpu_fail(be, rc, "%s", msg);
   int64_t n = tensor_numel(x);
   if (n == 0) return 0;
   int64_t xs[TENSOR_MAX_DIMS];
@@ -227,14 +208,8 @@ int slice_cpu(struct backend *be, struct tensor *out, const struct tensor *x, in
   static const char *op = "slice";
   int rc;
   if ((rc = check_io(be, out, x, op))) return rc;
-  char s1[96], s2[96];
-  int ok = out->ndim == x->ndim && dim >= 0 && dim < x->ndim && start >= 0 &&
-           start + out->shape[dim] <= x->shape[dim];
-  for (int i = 0; ok && i < x->ndim; i++) ok = i == dim || out->shape[i] == x->shape[i];
-  if (!ok)
-    return cpu_fail(be, -EINVAL, "slice: out %s is not x %s [dim %d from %lld]",
-                    cpu_shape_str(out, s1, sizeof s1), cpu_shape_str(x, s2, sizeof s2), dim,
-                    (long long)start);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_slice(msg, sizeof msg, out, x, dim, start))) return cpu_fail(be, rc, "%s", msg);
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < dim; i++) outer *= x->shape[i];
   for (int i = dim + 1; i < x->ndim; i++) inner *= x->shape[i];

@@ -88,17 +88,6 @@ static void gn_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   }
 }
 
-static int check_affine(struct backend *be, const struct tensor *p, int64_t C, const char *op,
-                        const char *what) {
-  if (!p) return 0;
-  int rc = cpu_check_param(be, p, op, what);
-  if (rc) return rc;
-  if (tensor_numel(p) != C)
-    return cpu_fail(be, -EINVAL, "%s: %s has %lld entries for %lld channels", op, what,
-                    (long long)tensor_numel(p), (long long)C);
-  return 0;
-}
-
 int group_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                    const struct tensor *gamma, const struct tensor *beta, int groups, float eps,
                    int fuse_silu) {
@@ -109,13 +98,9 @@ int group_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *
       (rc = cpu_check_same_shape(be, out, x, op, "out", "x")))
     return rc;
   int64_t N = x->shape[0], C = x->shape[1];
-  if (groups < 1 || C % groups != 0)
-    return cpu_fail(be, -EINVAL, "group_norm: %lld channels not divisible into %d groups",
-                    (long long)C, groups);
-  if (!(eps >= 0.0f)) return cpu_fail(be, -EINVAL, "group_norm: bad eps");
-  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
-      (rc = check_affine(be, beta, C, op, "beta")))
-    return rc;
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_group_norm(msg, sizeof msg, x, gamma, beta, groups, eps)))
+    return cpu_fail(be, rc, "%s", msg);
   if (N == 0 || C == 0) return 0;
   struct gn_job j = {.x = x->data,
                      .out = out->data,
@@ -172,10 +157,9 @@ int layer_norm_cpu(struct backend *be, struct tensor *out, const struct tensor *
       (rc = cpu_check_same_shape(be, out, x, op, "out", "x")))
     return rc;
   int64_t C = x->shape[x->ndim - 1];
-  if (!(eps >= 0.0f)) return cpu_fail(be, -EINVAL, "layer_norm: bad eps");
-  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
-      (rc = check_affine(be, beta, C, op, "beta")))
-    return rc;
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_layer_norm(msg, sizeof msg, x, gamma, beta, eps)))
+    return cpu_fail(be, rc, "%s", msg);
   if (C == 0 || tensor_numel(x) == 0) return 0;
   struct ln_job j = {.x = x->data, .out = out->data, .C = C, .eps = eps};
   if (gamma && !(j.gamma = cpu_param_f32(be, gamma, CPU_W_GAMMA, op))) return -ENOMEM;
