@@ -158,15 +158,9 @@ int attention_cuda(struct backend *be, struct tensor *out, const struct tensor *
       (rc = cuda_check_same_shape(be, v, k, op, "v", "k")))
     return rc;
   int64_t B = q->shape[0], Lq = q->shape[1], Lk = k->shape[1], HD = q->shape[2];
-  char s1[96], s2[96];
-  if (k->shape[0] != B || k->shape[2] != HD)
-    return cuda_fail(be, -EINVAL, "attention: k %s does not fit q %s",
-                     cuda_shape_str(k, s1, sizeof s1), cuda_shape_str(q, s2, sizeof s2));
-  if (heads < 1 || HD % heads != 0)
-    return cuda_fail(be, -EINVAL, "attention: width %lld not divisible into %d heads",
-                     (long long)HD, heads);
-  if (out->data == q->data || out->data == k->data || out->data == v->data)
-    return cuda_fail(be, -EINVAL, "attention: out may not alias q, k or v");
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_attention(msg, sizeof msg, out, q, k, v, heads)))
+    return cuda_fail(be, rc, "%s", msg);
   if (B == 0 || Lq == 0 || HD == 0) return 0;
   if (Lk == 0) return cuda_fail(be, -EINVAL, "attention: no keys (Lk = 0)");
   int64_t H = heads, D = HD / heads;

@@ -29,48 +29,25 @@ int cuda_fail(struct backend *be, int status, const char *fmt, ...) {
   return status;
 }
 
-const char *cuda_shape_str(const struct tensor *t, char *buf, size_t n) {
-  size_t o = 0;
-  o += (size_t)snprintf(buf + o, n - o, "[");
-  for (int i = 0; i < t->ndim && o < n; i++)
-    o += (size_t)snprintf(buf + o, n - o, i ? ", %lld" : "%lld", (long long)t->shape[i]);
-  if (o < n) snprintf(buf + o, n - o, "]");
-  return buf;
-}
-
 void cuda_bind(struct backend *be) {
   int d = -1;
   int want = cuda_ctx(be)->device;
   if (cudaGetDevice(&d) != cudaSuccess || d != want) cudaSetDevice(want);
 }
 
-static int check_common(struct backend *be, const struct tensor *t, const char *op,
-                        const char *what) {
-  cuda_bind(be); /* every op checks its operands first: bind the device here */
-  if (!t) return cuda_fail(be, -EINVAL, "%s: %s is NULL", op, what);
-  if (t->ndim < 1 || t->ndim > TENSOR_MAX_DIMS)
-    return cuda_fail(be, -EINVAL, "%s: %s has ndim %d", op, what, t->ndim);
-  for (int i = 0; i < t->ndim; i++)
-    if (t->shape[i] < 0) return cuda_fail(be, -EINVAL, "%s: %s has a negative dim", op, what);
-  if (!t->data && cu_numel(t) > 0) return cuda_fail(be, -EINVAL, "%s: %s has no data", op, what);
-  return 0;
-}
-
+/* The checks bind the device first: every op checks its operands before anything else. */
 int cuda_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  int rc = check_common(be, t, op, what);
-  if (rc) return rc;
-  if (t->dtype != DT_F32)
-    return cuda_fail(be, -EINVAL, "%s: %s must be F32, got %s", op, what, cu_dtype_name(t->dtype));
-  return 0;
+  cuda_bind(be);
+  char msg[CHECK_MSG_LEN];
+  int rc = check_act(msg, sizeof msg, t, op, what);
+  return rc ? cuda_fail(be, rc, "%s", msg) : 0;
 }
 
 int cuda_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  int rc = check_common(be, t, op, what);
-  if (rc) return rc;
-  if (!cu_is_float(t->dtype))
-    return cuda_fail(be, -EINVAL, "%s: %s must be F32, F16 or BF16, got %s", op, what,
-                     cu_dtype_name(t->dtype));
-  return 0;
+  cuda_bind(be);
+  char msg[CHECK_MSG_LEN];
+  int rc = check_param(msg, sizeof msg, t, op, what);
+  return rc ? cuda_fail(be, rc, "%s", msg) : 0;
 }
 
 int cuda_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
@@ -78,17 +55,14 @@ int cuda_check_ndim(struct backend *be, const struct tensor *t, const char *op, 
   if (t->ndim >= ndim_min && t->ndim <= ndim_max) return 0;
   char s[96];
   return cuda_fail(be, -EINVAL, "%s: %s must have %d..%d dims, got %s", op, what, ndim_min,
-                   ndim_max, cuda_shape_str(t, s, sizeof s));
+                   ndim_max, check_shape_str(t, s, sizeof s));
 }
 
 int cuda_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
                           const char *op, const char *an, const char *bn) {
-  int same = a->ndim == b->ndim;
-  for (int i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
-  if (same) return 0;
-  char s1[96], s2[96];
-  return cuda_fail(be, -EINVAL, "%s: %s %s and %s %s differ in shape", op, an,
-                   cuda_shape_str(a, s1, sizeof s1), bn, cuda_shape_str(b, s2, sizeof s2));
+  char msg[CHECK_MSG_LEN];
+  int rc = check_same_shape(msg, sizeof msg, a, b, op, an, bn);
+  return rc ? cuda_fail(be, rc, "%s", msg) : 0;
 }
 
 /* ---- caching allocator ---- */

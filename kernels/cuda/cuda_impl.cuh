@@ -12,7 +12,8 @@
  * function (which must return int). No code here exits the process.
  *
  * This file must not depend on soupd_kernels symbols (soupd_cuda is linked
- * after it): the dtype and half helpers below are local copies of the rules.
+ * after it): the dtype and half helpers below are local copies of the rules,
+ * and the operand checks of kernels/check.c are built again in check_cuda.cu.
  */
 #pragma once
 
@@ -26,6 +27,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/backend_cuda.h"
+#include "kernels/check.h"
 
 enum cuda_math { CUDA_MATH_F32 = 0, CUDA_MATH_TF32, CUDA_MATH_F16 };
 
@@ -238,8 +240,9 @@ int cuda_sgemm(struct backend *be, int ta, int tb, int64_t M, int64_t N, int64_t
                const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
                float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
 
-/* checks (0 or negative with the error set) */
-const char *cuda_shape_str(const struct tensor *t, char *buf, size_t n);
+/* checks (0 or negative with the error set); the rules and messages are
+ * kernels/check.h's, and an op runs its check_<op> from there after these,
+ * recording a failure with cuda_fail(be, rc, "%s", msg) */
 int cuda_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what);
 int cuda_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what);
 int cuda_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,

@@ -84,26 +84,12 @@ int conv2d_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
   if (b &&
       ((rc = cuda_check_param(be, b, op, "b")) || (rc = cuda_check_ndim(be, b, op, "b", 1, 1))))
     return rc;
-  if (stride < 1 || pad < 0)
-    return cuda_fail(be, -EINVAL, "conv2d: bad stride %d or pad %d", stride, pad);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_conv2d(msg, sizeof msg, out, x, w, b, stride, pad)))
+    return cuda_fail(be, rc, "%s", msg);
   int64_t N = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
-  char s1[96], s2[96];
-  if (w->shape[1] != Ci)
-    return cuda_fail(be, -EINVAL, "conv2d: w %s does not take x %s (channels)",
-                     cuda_shape_str(w, s1, sizeof s1), cuda_shape_str(x, s2, sizeof s2));
-  if (kh < 1 || kw < 1 || H + 2 * pad < kh || W + 2 * pad < kw)
-    return cuda_fail(be, -EINVAL, "conv2d: kernel %s larger than padded x %s",
-                     cuda_shape_str(w, s1, sizeof s1), cuda_shape_str(x, s2, sizeof s2));
   int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
-  if (out->shape[0] != N || out->shape[1] != Co || out->shape[2] != Ho || out->shape[3] != Wo)
-    return cuda_fail(be, -EINVAL, "conv2d: out %s, expected [%lld, %lld, %lld, %lld]",
-                     cuda_shape_str(out, s1, sizeof s1), (long long)N, (long long)Co, (long long)Ho,
-                     (long long)Wo);
-  if (b && b->shape[0] != Co)
-    return cuda_fail(be, -EINVAL, "conv2d: b has %lld entries for %lld channels",
-                     (long long)b->shape[0], (long long)Co);
-  if (out->data == x->data) return cuda_fail(be, -EINVAL, "conv2d: out may not alias x");
   if (N == 0 || Co == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);
   const float *wf = cuda_param_f32(be, w, CS_WEIGHT, op);
@@ -195,17 +181,8 @@ int linear_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
       ((rc = cuda_check_param(be, b, op, "b")) || (rc = cuda_check_ndim(be, b, op, "b", 1, 1))))
     return rc;
   int64_t O = w->shape[0], In = w->shape[1];
-  char s1[96], s2[96], s3[96];
-  int ok = x->ndim == out->ndim && x->shape[x->ndim - 1] == In && out->shape[out->ndim - 1] == O;
-  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
-  if (!ok)
-    return cuda_fail(be, -EINVAL, "linear: x %s, w %s, out %s do not fit [..., I] [O, I] [..., O]",
-                     cuda_shape_str(x, s1, sizeof s1), cuda_shape_str(w, s2, sizeof s2),
-                     cuda_shape_str(out, s3, sizeof s3));
-  if (b && b->shape[0] != O)
-    return cuda_fail(be, -EINVAL, "linear: b has %lld entries for %lld outputs",
-                     (long long)b->shape[0], (long long)O);
-  if (out->data == x->data) return cuda_fail(be, -EINVAL, "linear: out may not alias x");
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_linear(msg, sizeof msg, out, x, w, b))) return cuda_fail(be, rc, "%s", msg);
   int64_t M = In ? cu_numel(x) / In : cu_numel(out) / (O ? O : 1);
   if (M == 0 || O == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);
@@ -244,21 +221,13 @@ int matmul_cuda(struct backend *be, struct tensor *out, const struct tensor *a, 
       (rc = cuda_check_act(be, b, op, "b")) || (rc = cuda_check_ndim(be, b, op, "b", 2, 3)) ||
       (rc = cuda_check_act(be, out, op, "out")) || (rc = cuda_check_ndim(be, out, op, "out", 2, 3)))
     return rc;
-  char s1[96], s2[96], s3[96];
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_matmul(msg, sizeof msg, out, a, trans_a, b, trans_b)))
+    return cuda_fail(be, rc, "%s", msg);
   int d = a->ndim - 2;
   int64_t B = d ? a->shape[0] : 1;
   int64_t M = trans_a ? a->shape[d + 1] : a->shape[d], K = trans_a ? a->shape[d] : a->shape[d + 1];
-  int64_t Kb = trans_b ? b->shape[d + 1] : b->shape[d], N = trans_b ? b->shape[d] : b->shape[d + 1];
-  int ok = a->ndim == b->ndim && a->ndim == out->ndim && K == Kb &&
-           (!d || (b->shape[0] == B && out->shape[0] == B)) && out->shape[d] == M &&
-           out->shape[d + 1] == N;
-  if (!ok)
-    return cuda_fail(be, -EINVAL, "matmul: a %s%s, b %s%s, out %s do not fit",
-                     cuda_shape_str(a, s1, sizeof s1), trans_a ? "^T" : "",
-                     cuda_shape_str(b, s2, sizeof s2), trans_b ? "^T" : "",
-                     cuda_shape_str(out, s3, sizeof s3));
-  if (out->data == a->data || out->data == b->data)
-    return cuda_fail(be, -EINVAL, "matmul: out may not alias a or b");
+  int64_t N = trans_b ? b->shape[d] : b->shape[d + 1];
   if (B == 0 || M == 0 || N == 0) return 0;
   if (K == 0) {
     CU_TRY(be, cudaMemsetAsync(out->data, 0, (size_t)(B * M * N) * 4, cuda_ctx(be)->stream));

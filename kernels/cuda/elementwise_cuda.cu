@@ -62,9 +62,9 @@ static int check_pair(struct backend *be, const struct tensor *out, const struct
                       const char *op) {
   int rc;
   if ((rc = cuda_check_act(be, a, op, "x")) || (rc = cuda_check_act(be, out, op, "out"))) return rc;
-  if (cu_numel(a) != cu_numel(out))
-    return cuda_fail(be, -EINVAL, "%s: out has %lld elements, input %lld", op,
-                     (long long)cu_numel(out), (long long)cu_numel(a));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_same_numel(msg, sizeof msg, out, a, op, "out", "input")))
+    return cuda_fail(be, rc, "%s", msg);
   return 0;
 }
 
@@ -84,14 +84,9 @@ int geglu_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
   static const char *op = "geglu";
   int rc;
   if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out"))) return rc;
-  int64_t D2 = x->shape[x->ndim - 1], D = D2 / 2;
-  int ok = x->ndim == out->ndim && D2 % 2 == 0 && out->shape[out->ndim - 1] == D;
-  for (int i = 0; ok && i < x->ndim - 1; i++) ok = x->shape[i] == out->shape[i];
-  char s1[96], s2[96];
-  if (!ok)
-    return cuda_fail(be, -EINVAL, "geglu: x %s, out %s do not fit [..., 2D] -> [..., D]",
-                     cuda_shape_str(x, s1, sizeof s1), cuda_shape_str(out, s2, sizeof s2));
-  if (out->data == x->data) return cuda_fail(be, -EINVAL, "geglu: out may not alias x");
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_geglu(msg, sizeof msg, out, x))) return cuda_fail(be, rc, "%s", msg);
+  int64_t D = x->shape[x->ndim - 1] / 2;
   int64_t n = cu_numel(out);
   if (D == 0 || n == 0) return 0;
   geglu_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
@@ -104,9 +99,9 @@ static int binary(struct backend *be, struct tensor *out, const struct tensor *a
                   const struct tensor *b, int op, const char *name) {
   int rc;
   if ((rc = check_pair(be, out, a, name)) || (rc = cuda_check_act(be, b, name, "b"))) return rc;
-  if (cu_numel(b) != cu_numel(a))
-    return cuda_fail(be, -EINVAL, "%s: a has %lld elements, b %lld", name, (long long)cu_numel(a),
-                     (long long)cu_numel(b));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_same_numel(msg, sizeof msg, a, b, name, "a", "b")))
+    return cuda_fail(be, rc, "%s", msg);
   int64_t n = cu_numel(a);
   if (n == 0) return 0;
   binary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
@@ -131,9 +126,9 @@ int axpby_cuda(struct backend *be, struct tensor *out, float alpha, const struct
   if (rc) return rc;
   if (y) {
     if ((rc = cuda_check_act(be, y, "axpby", "y"))) return rc;
-    if (cu_numel(y) != cu_numel(x))
-      return cuda_fail(be, -EINVAL, "axpby: x has %lld elements, y %lld", (long long)cu_numel(x),
-                       (long long)cu_numel(y));
+    char msg[CHECK_MSG_LEN];
+    if ((rc = check_same_numel(msg, sizeof msg, x, y, "axpby", "x", "y")))
+      return cuda_fail(be, rc, "%s", msg);
   } else if (beta != 0.0f) {
     return cuda_fail(be, -EINVAL, "axpby: y is NULL but beta is %g", (double)beta);
   }
@@ -156,13 +151,8 @@ int add_channel_cuda(struct backend *be, struct tensor *out, const struct tensor
       (rc = cuda_check_act(be, b, op, "b")))
     return rc;
   int64_t N = a->shape[0], C = a->shape[1];
-  char s1[96], s2[96];
-  int ok = (b->ndim == 2 && b->shape[0] == N && b->shape[1] == C) ||
-           (b->ndim == 4 && b->shape[0] == N && b->shape[1] == C && b->shape[2] == 1 &&
-            b->shape[3] == 1);
-  if (!ok)
-    return cuda_fail(be, -EINVAL, "add_channel: b %s is not [N, C] for a %s",
-                     cuda_shape_str(b, s1, sizeof s1), cuda_shape_str(a, s2, sizeof s2));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_add_channel(msg, sizeof msg, out, a, b))) return cuda_fail(be, rc, "%s", msg);
   int64_t n = cu_numel(a);
   if (N * C == 0 || n == 0) return 0;
   add_channel_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(

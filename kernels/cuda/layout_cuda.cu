@@ -80,15 +80,8 @@ int concat_channels_cuda(struct backend *be, struct tensor *out, const struct te
   if ((rc = check_io(be, out, a, op)) || (rc = check_io(be, out, b, op)) ||
       (rc = cuda_check_ndim(be, a, op, "a", 2, 4)))
     return rc;
-  char s1[96], s2[96], s3[96];
-  int ok = a->ndim == b->ndim && a->ndim == out->ndim && a->shape[0] == b->shape[0] &&
-           out->shape[0] == a->shape[0] && out->shape[1] == a->shape[1] + b->shape[1];
-  for (int i = 2; ok && i < a->ndim; i++)
-    ok = a->shape[i] == b->shape[i] && out->shape[i] == a->shape[i];
-  if (!ok)
-    return cuda_fail(be, -EINVAL, "concat_channels: a %s, b %s, out %s do not fit",
-                     cuda_shape_str(a, s1, sizeof s1), cuda_shape_str(b, s2, sizeof s2),
-                     cuda_shape_str(out, s3, sizeof s3));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_concat_channels(msg, sizeof msg, out, a, b))) return cuda_fail(be, rc, "%s", msg);
   int64_t N = a->shape[0];
   if (N == 0 || cu_numel(out) == 0) return 0;
   int64_t na = cu_numel(a) / N, nb = cu_numel(b) / N;
@@ -104,11 +97,8 @@ int upsample_nearest_cuda(struct backend *be, struct tensor *out, const struct t
   if ((rc = check_io(be, out, x, op)) || (rc = cuda_check_ndim(be, x, op, "x", 4, 4)) ||
       (rc = cuda_check_ndim(be, out, op, "out", 4, 4)))
     return rc;
-  char s1[96], s2[96];
-  if (out->shape[0] != x->shape[0] || out->shape[1] != x->shape[1] ||
-      (cu_numel(out) > 0 && (x->shape[2] == 0 || x->shape[3] == 0)))
-    return cuda_fail(be, -EINVAL, "upsample_nearest: x %s, out %s do not fit",
-                     cuda_shape_str(x, s1, sizeof s1), cuda_shape_str(out, s2, sizeof s2));
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_upsample_nearest(msg, sizeof msg, out, x))) return cuda_fail(be, rc, "%s", msg);
   int64_t n = cu_numel(out);
   if (n == 0) return 0;
   upsample_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
@@ -122,18 +112,9 @@ int permute_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
   static const char *op = "permute";
   int rc;
   if ((rc = check_io(be, out, x, op))) return rc;
-  if (!perm) return cuda_fail(be, -EINVAL, "permute: perm is NULL");
-  int nd = x->ndim, seen[TENSOR_MAX_DIMS] = {0};
-  char s1[96], s2[96];
-  if (out->ndim != nd)
-    return cuda_fail(be, -EINVAL, "permute: out ndim %d, x ndim %d", out->ndim, nd);
-  for (int i = 0; i < nd; i++) {
-    if (perm[i] < 0 || perm[i] >= nd || seen[perm[i]]++)
-      return cuda_fail(be, -EINVAL, "permute: perm is not a permutation of 0..%d", nd - 1);
-    if (out->shape[i] != x->shape[perm[i]])
-      return cuda_fail(be, -EINVAL, "permute: out %s is not x %s permuted",
-                       cuda_shape_str(out, s1, sizeof s1), cuda_shape_str(x, s2, sizeof s2));
-  }
+  int nd = x->ndim;
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_permute(msg, sizeof msg, out, x, perm))) return cuda_fail(be, rc, "%s", msg);
   int64_t n = cu_numel(x);
   if (n == 0) return 0;
   int64_t xs[TENSOR_MAX_DIMS];
@@ -157,14 +138,8 @@ int slice_cuda(struct backend *be, struct tensor *out, const struct tensor *x, i
   static const char *op = "slice";
   int rc;
   if ((rc = check_io(be, out, x, op))) return rc;
-  char s1[96], s2[96];
-  int ok = out->ndim == x->ndim && dim >= 0 && dim < x->ndim && start >= 0 &&
-           start + out->shape[dim] <= x->shape[dim];
-  for (int i = 0; ok && i < x->ndim; i++) ok = i == dim || out->shape[i] == x->shape[i];
-  if (!ok)
-    return cuda_fail(be, -EINVAL, "slice: out %s is not x %s [dim %d from %lld]",
-                     cuda_shape_str(out, s1, sizeof s1), cuda_shape_str(x, s2, sizeof s2), dim,
-                     (long long)start);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_slice(msg, sizeof msg, out, x, dim, start))) return cuda_fail(be, rc, "%s", msg);
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < dim; i++) outer *= x->shape[i];
   for (int i = dim + 1; i < x->ndim; i++) inner *= x->shape[i];
@@ -183,14 +158,11 @@ int timestep_embedding_cuda(struct backend *be, struct tensor *out, const float 
   int rc;
   if ((rc = cuda_check_act(be, out, op, "out")) || (rc = cuda_check_ndim(be, out, op, "out", 2, 2)))
     return rc;
-  if (dim < 1 || out->shape[1] != dim)
-    return cuda_fail(be, -EINVAL, "timestep_embedding: out width %lld, dim %d",
-                     (long long)out->shape[1], dim);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_timestep_embedding(msg, sizeof msg, out, t, dim, freq_shift, max_period)))
+    return cuda_fail(be, rc, "%s", msg);
   int64_t N = out->shape[0];
-  if (N > 0 && !t) return cuda_fail(be, -EINVAL, "timestep_embedding: t is NULL");
   int half = dim / 2;
-  if (!(max_period > 0.0f) || (half > 0 && (float)half - freq_shift == 0.0f))
-    return cuda_fail(be, -EINVAL, "timestep_embedding: bad max_period or freq_shift");
   if (N == 0) return 0;
   float *h = (float *)malloc((size_t)(N * dim) * sizeof(float));
   if (!h) return cuda_fail(be, -ENOMEM, "timestep_embedding: no host memory");
@@ -226,17 +198,9 @@ int embedding_cuda(struct backend *be, struct tensor *out, const int32_t *ids,
       (rc = cuda_check_param(be, table, op, "table")) ||
       (rc = cuda_check_ndim(be, table, op, "table", 2, 2)))
     return rc;
-  int64_t V = table->shape[0], D = table->shape[1];
-  char s1[96], s2[96];
-  if (out->shape[out->ndim - 1] != D)
-    return cuda_fail(be, -EINVAL, "embedding: out %s does not end in the table width of %s",
-                     cuda_shape_str(out, s1, sizeof s1), cuda_shape_str(table, s2, sizeof s2));
-  int64_t n = D ? cu_numel(out) / D : 0;
-  if (n > 0 && !ids) return cuda_fail(be, -EINVAL, "embedding: ids is NULL");
-  for (int64_t i = 0; i < n; i++)
-    if (ids[i] < 0 || ids[i] >= V)
-      return cuda_fail(be, -ERANGE, "embedding: id %d at %lld outside [0, %lld)", (int)ids[i],
-                       (long long)i, (long long)V);
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_embedding(msg, sizeof msg, out, ids, table))) return cuda_fail(be, rc, "%s", msg);
+  int64_t D = table->shape[1], n = D ? cu_numel(out) / D : 0;
   if (n == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);
   int32_t *dids = (int32_t *)cuda_scratch(be, CS_IDS, (size_t)n * 4);

@@ -181,17 +181,6 @@ int cuda_softmax_rows(struct backend *be, float *p, int64_t rows, int64_t C, int
   return 0;
 }
 
-static int check_affine(struct backend *be, const struct tensor *p, int64_t C, const char *op,
-                        const char *what) {
-  if (!p) return 0;
-  int rc = cuda_check_param(be, p, op, what);
-  if (rc) return rc;
-  if (cu_numel(p) != C)
-    return cuda_fail(be, -EINVAL, "%s: %s has %lld entries for %lld channels", op, what,
-                     (long long)cu_numel(p), (long long)C);
-  return 0;
-}
-
 int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                     const struct tensor *gamma, const struct tensor *beta, int groups, float eps,
                     int fuse_silu) {
@@ -202,13 +191,9 @@ int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
       (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
     return rc;
   int64_t N = x->shape[0], C = x->shape[1];
-  if (groups < 1 || C % groups != 0)
-    return cuda_fail(be, -EINVAL, "group_norm: %lld channels not divisible into %d groups",
-                     (long long)C, groups);
-  if (!(eps >= 0.0f)) return cuda_fail(be, -EINVAL, "group_norm: bad eps");
-  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
-      (rc = check_affine(be, beta, C, op, "beta")))
-    return rc;
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_group_norm(msg, sizeof msg, x, gamma, beta, groups, eps)))
+    return cuda_fail(be, rc, "%s", msg);
   if (N == 0 || C == 0) return 0;
   int64_t S = cu_numel(x) / (N * C);
   if (N * groups > INT32_MAX) return cuda_fail(be, -EINVAL, "group_norm: too many groups");
@@ -257,10 +242,9 @@ int layer_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
       (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
     return rc;
   int64_t C = x->shape[x->ndim - 1];
-  if (!(eps >= 0.0f)) return cuda_fail(be, -EINVAL, "layer_norm: bad eps");
-  if ((rc = check_affine(be, gamma, C, op, "gamma")) ||
-      (rc = check_affine(be, beta, C, op, "beta")))
-    return rc;
+  char msg[CHECK_MSG_LEN];
+  if ((rc = check_layer_norm(msg, sizeof msg, x, gamma, beta, eps)))
+    return cuda_fail(be, rc, "%s", msg);
   if (C == 0 || cu_numel(x) == 0) return 0;
   int64_t rows = cu_numel(x) / C;
   if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "layer_norm: too many rows");
