@@ -10,10 +10,8 @@
  * op's operands (check_act / check_param / ndim, see each function), so they
  * may rely on non-NULL tensors of the right dtype and rank.
  *
- * Plain C, also included from the CUDA backend's .cu files. soupd_cuda is
- * linked after soupd_kernels and may not call into it (see cuda_impl.cuh), so
- * it builds its own copy of check.c (kernels/cuda/check_cuda.cu): in .cu files
- * the names below stand for cu_-prefixed copies of the same functions.
+ * Plain C, also included from the CUDA backend's .cu files (soupd_cuda links
+ * soupd_kernels for them).
  */
 #pragma once
 
@@ -21,28 +19,6 @@
 #include <stdint.h>
 
 #include "kernels/tensor.h"
-
-#ifdef __CUDACC__
-#define check_shape_str cu_check_shape_str
-#define check_act cu_check_act
-#define check_param cu_check_param
-#define check_same_shape cu_check_same_shape
-#define check_same_numel cu_check_same_numel
-#define check_geglu cu_check_geglu
-#define check_add_channel cu_check_add_channel
-#define check_concat_channels cu_check_concat_channels
-#define check_upsample_nearest cu_check_upsample_nearest
-#define check_permute cu_check_permute
-#define check_slice cu_check_slice
-#define check_timestep_embedding cu_check_timestep_embedding
-#define check_embedding cu_check_embedding
-#define check_conv2d cu_check_conv2d
-#define check_linear cu_check_linear
-#define check_matmul cu_check_matmul
-#define check_group_norm cu_check_group_norm
-#define check_layer_norm cu_check_layer_norm
-#define check_attention cu_check_attention
-#endif
 
 #ifdef __cplusplus
 extern "C" {

@@ -11,9 +11,9 @@
  * line into the last error and return a negative status from the enclosing
  * function (which must return int). No code here exits the process.
  *
- * This file must not depend on soupd_kernels symbols (soupd_cuda is linked
- * after it): the dtype and half helpers below are local copies of the rules,
- * and the operand checks of kernels/check.c are built again in check_cuda.cu.
+ * The operand checks come from kernels/check.c (soupd_cuda links
+ * soupd_kernels). The dtype and half helpers below are inline copies of the
+ * rules of kernels/tensor.c, usable in device code too.
  */
 #pragma once
 
