@@ -94,44 +94,9 @@ static json_t *event_row_json(sqlite3_stmt *st) {
 
 int registry_event_list(struct registry *r, int64_t since_id, int64_t limit, json_t **out,
                         char **err) {
-  *out = NULL;
   static const char *sql =
       "SELECT id, at, type, principal, token_id, shard_id, sha256, soup_version_before, "
       "soup_version_after, soup_hash_before, soup_hash_after, members, base_sha256, algorithm, "
       "outcome, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2";
-  json_t *arr = json_array();
-  json_t *body = json_object();
-  sqlite3_stmt *st = NULL;
-  registry_lock(r);
-  int rc = 0;
-  if (!arr || !body || json_object_set(body, "events", arr) != 0) {
-    rc = reg_err(err, REGISTRY_EFAIL, "event list: out of memory");
-    goto done;
-  }
-  if ((rc = REG_PREPARE(r, sql, &st, err))) goto done;
-  int brc = SQLITE_OK;
-  REG_BIND(brc, sqlite3_bind_int64(st, 1, since_id));
-  REG_BIND(brc, sqlite3_bind_int64(st, 2, reg_limit(limit)));
-  if (brc != SQLITE_OK) {
-    rc = REG_SQL_FAIL(r, brc, sql, err);
-    goto done;
-  }
-  int s;
-  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-    if (json_array_append_new(arr, event_row_json(st)) != 0) {
-      rc = reg_err(err, REGISTRY_EFAIL, "event list: out of memory");
-      goto done;
-    }
-  }
-  if (s != SQLITE_DONE) rc = REG_SQL_FAIL(r, s, sql, err);
-done:
-  sqlite3_finalize(st);
-  registry_unlock(r);
-  json_decref(arr);
-  if (rc) {
-    json_decref(body);
-    return rc;
-  }
-  *out = body;
-  return 0;
+  return reg_list_json(r, sql, since_id, limit, "events", event_row_json, out, err);
 }

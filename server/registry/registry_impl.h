@@ -80,3 +80,9 @@ int reg_migrate(struct registry *r, char **err);
 int reg_is_hex64(const char *s);
 /* Clamps an API limit: <= 0 -> 100, > 1000 -> 1000. */
 int64_t reg_limit(int64_t limit);
+
+/* A page of rows as {"<key>": [row(st) ...]}: runs sql with ?1 = after (the
+ * last id or version seen) and ?2 = reg_limit(limit), under the lock. row
+ * returns a new object, or NULL on allocation failure. */
+int reg_list_json(struct registry *r, const char *sql, int64_t after, int64_t limit,
+                  const char *key, json_t *(*row)(sqlite3_stmt *st), json_t **out, char **err);

@@ -79,57 +79,29 @@ done:
   return rc;
 }
 
+/* One history entry: {version, hash, at, event_id, event_type, members}. */
+static json_t *version_row_json(sqlite3_stmt *st) {
+  json_t *o = json_object();
+  if (!o) return NULL;
+  int bad = 0;
+  bad |= reg_json_set_col_int(o, "version", st, 0);
+  bad |= reg_json_set_col_text(o, "hash", st, 1);
+  bad |= reg_json_set_col_text(o, "at", st, 2);
+  bad |= reg_json_set_col_int(o, "event_id", st, 3);
+  bad |= reg_json_set_col_text(o, "event_type", st, 4);
+  json_t *m = reg_col_json(st, 5);
+  bad |= json_object_set_new(o, "members", m ? m : json_array());
+  if (bad) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}
+
 int registry_soup_version_list(struct registry *r, int64_t since_version, int64_t limit,
                                json_t **out, char **err) {
-  *out = NULL;
   static const char *sql =
       "SELECT v.version, v.hash, v.at, v.event_id, e.type, v.members FROM soup_versions v "
       "LEFT JOIN events e ON e.id = v.event_id WHERE v.version > ?1 ORDER BY v.version LIMIT ?2";
-  json_t *arr = json_array();
-  json_t *body = json_object();
-  sqlite3_stmt *st = NULL;
-  registry_lock(r);
-  int rc = 0;
-  if (!arr || !body || json_object_set(body, "versions", arr) != 0) {
-    rc = reg_err(err, REGISTRY_EFAIL, "soup history: out of memory");
-    goto done;
-  }
-  if ((rc = REG_PREPARE(r, sql, &st, err))) goto done;
-  int brc = SQLITE_OK;
-  REG_BIND(brc, sqlite3_bind_int64(st, 1, since_version));
-  REG_BIND(brc, sqlite3_bind_int64(st, 2, reg_limit(limit)));
-  if (brc != SQLITE_OK) {
-    rc = REG_SQL_FAIL(r, brc, sql, err);
-    goto done;
-  }
-  int s;
-  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-    json_t *o = json_object();
-    int bad = !o;
-    if (o) {
-      bad |= reg_json_set_col_int(o, "version", st, 0);
-      bad |= reg_json_set_col_text(o, "hash", st, 1);
-      bad |= reg_json_set_col_text(o, "at", st, 2);
-      bad |= reg_json_set_col_int(o, "event_id", st, 3);
-      bad |= reg_json_set_col_text(o, "event_type", st, 4);
-      json_t *m = reg_col_json(st, 5);
-      bad |= json_object_set_new(o, "members", m ? m : json_array());
-    }
-    if (bad) json_decref(o);
-    if (bad || json_array_append_new(arr, o) != 0) {
-      rc = reg_err(err, REGISTRY_EFAIL, "soup history: out of memory");
-      goto done;
-    }
-  }
-  if (s != SQLITE_DONE) rc = REG_SQL_FAIL(r, s, sql, err);
-done:
-  sqlite3_finalize(st);
-  registry_unlock(r);
-  json_decref(arr);
-  if (rc) {
-    json_decref(body);
-    return rc;
-  }
-  *out = body;
-  return 0;
+  return reg_list_json(r, sql, since_version, limit, "versions", version_row_json, out, err);
 }

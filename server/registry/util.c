@@ -142,3 +142,44 @@ int64_t reg_limit(int64_t limit) {
   if (limit <= 0) return 100;
   return limit > 1000 ? 1000 : limit;
 }
+
+int reg_list_json(struct registry *r, const char *sql, int64_t after, int64_t limit,
+                  const char *key, json_t *(*row)(sqlite3_stmt *st), json_t **out, char **err) {
+  *out = NULL;
+  json_t *arr = json_array();
+  json_t *body = json_object();
+  sqlite3_stmt *st = NULL;
+  registry_lock(r);
+  int rc = 0;
+  if (!arr || !body || json_object_set(body, key, arr) != 0) {
+    rc = reg_err(err, REGISTRY_EFAIL, "%s list: out of memory", key);
+    goto done;
+  }
+  if ((rc = REG_PREPARE(r, sql, &st, err))) goto done;
+  int brc = SQLITE_OK;
+  REG_BIND(brc, sqlite3_bind_int64(st, 1, after));
+  REG_BIND(brc, sqlite3_bind_int64(st, 2, reg_limit(limit)));
+  if (brc != SQLITE_OK) {
+    rc = REG_SQL_FAIL(r, brc, sql, err);
+    goto done;
+  }
+  int s;
+  while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+    json_t *o = row(st);
+    if (!o || json_array_append_new(arr, o) != 0) {
+      rc = reg_err(err, REGISTRY_EFAIL, "%s list: out of memory", key);
+      goto done;
+    }
+  }
+  if (s != SQLITE_DONE) rc = REG_SQL_FAIL(r, s, sql, err);
+done:
+  sqlite3_finalize(st);
+  registry_unlock(r);
+  json_decref(arr);
+  if (rc) {
+    json_decref(body);
+    return rc;
+  }
+  *out = body;
+  return 0;
+}

@@ -18,48 +18,21 @@
 
 #include "registry/registry.h"
 #include "registry/registry_impl.h"
-
-struct fx {
-  char dir[64];
-  char path[128];
-  struct registry *r;
-};
+#include "test_registry_util.h"
 
 static int setup(void **state) {
-  struct fx *f = calloc(1, sizeof *f);
-  snprintf(f->dir, sizeof f->dir, "/tmp/soupd-regtest-XXXXXX");
-  if (!mkdtemp(f->dir)) return -1;
-  snprintf(f->path, sizeof f->path, "%s/registry.db", f->dir);
+  if (fx_make(state, "regtest") != 0) return -1;
+  struct fx *f = *state;
   char *err = NULL;
   if (registry_open(f->path, &f->r, &err) != 0) {
     fprintf(stderr, "open: %s\n", err);
     return -1;
   }
-  *state = f;
   return 0;
 }
 
 static int teardown(void **state) {
-  struct fx *f = *state;
-  registry_close(f->r);
-  const char *sfx[] = {"", "-wal", "-shm", "-journal"};
-  char p[160];
-  for (int i = 0; i < 4; i++) {
-    snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
-  free(f);
-  return 0;
-}
-
-static int64_t raw_int(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  int64_t v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  return v;
+  return fx_remove(state);
 }
 
 /* A sha256-shaped hex string derived from a seed byte. */

@@ -27,6 +27,7 @@
 
 #include "registry/registry.h"
 #include "registry/registry_impl.h"
+#include "test_registry_util.h"
 
 /* ---- the shim VFS ---- */
 
@@ -160,38 +161,19 @@ static int group_teardown(void **state) {
 
 /* ---- fixtures ---- */
 
-struct fx {
-  char dir[64];
-  char path[128];
-  struct registry *r;
-};
-
 static int setup(void **state) {
-  struct fx *f = calloc(1, sizeof *f);
-  snprintf(f->dir, sizeof f->dir, "/tmp/soupd-regio-XXXXXX");
-  if (!mkdtemp(f->dir)) return -1;
-  snprintf(f->path, sizeof f->path, "%s/registry.db", f->dir);
+  if (fx_make(state, "regio") != 0) return -1;
+  struct fx *f = *state;
   atomic_store(&g_writes_left, -1);
   atomic_store(&g_fail_sync, 0);
   if (registry_open(f->path, &f->r, NULL) != 0) return -1;
-  *state = f;
   return 0;
 }
 
 static int teardown(void **state) {
-  struct fx *f = *state;
   atomic_store(&g_writes_left, -1);
   atomic_store(&g_fail_sync, 0);
-  registry_close(f->r);
-  const char *sfx[] = {"", "-wal", "-shm", "-journal"};
-  char p[160];
-  for (int i = 0; i < 4; i++) {
-    snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
-  free(f);
-  return 0;
+  return fx_remove(state);
 }
 
 static int64_t count(struct registry *r, const char *table) {
