@@ -119,6 +119,10 @@ json_t *job_json(const struct job *j) {
 
 /* Ends a job (under e->mu): status, counters, completion callback. */
 static void job_finish(struct engine *e, struct job *j, int status) {
+  if (status == JOB_CANCELLED)
+    log_info("job %s cancelled: %s", j->id, j->detail[0] ? j->detail : "on request");
+  else if (status == JOB_FAILED)
+    log_warn("job %s failed (%d): %s", j->id, j->http_status, j->detail);
   j->finished = now_s();
   atomic_store(&j->status, status);
   if (status == JOB_SUCCEEDED)
