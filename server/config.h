@@ -1,7 +1,9 @@
 /* config.h: every daemon option, from one table (name, type, bounds,
  * default, environment variable). Precedence: built-in default < config file
  * < SOUPD_<NAME> environment variable < command-line flag. Unknown keys in the
- * file are errors with the line number; values out of bounds are errors. */
+ * file are errors with the line number; every value is checked by its type
+ * (enum, address, device, integer, size) when it is set, so nothing
+ * malformed reaches the daemon. */
 #pragma once
 
 #include <stdint.h>
@@ -39,3 +41,10 @@ int config_set(struct config *c, const char *name, const char *value, char **err
 /* Prints every option with its default and description (for --help and the
  * reference file config/soupd.conf). */
 void config_print_reference(void *fp);
+
+struct sockaddr_in;
+/* "IPV4:PORT" (or localhost:PORT) into *sa. Returns 0, or -1 if malformed. */
+int config_listen_addr(const char *listen, struct sockaddr_in *sa);
+/* "auto" -> 0, "cpu" -> 1, "cuda" or "cuda:N" -> 2 with *gpu = N; -1 if
+ * malformed. */
+int config_device_parse(const char *dev, int *gpu);

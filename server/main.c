@@ -152,12 +152,7 @@ static int cmd_serve(int argc, char **argv) {
     if (strcmp(name, "config") == 0) continue;
     if (config_set(&app.cfg, name, val, &err) != 0) goto fail;
   }
-  int lvl = log_level_parse(app.cfg.log_level);
-  if (lvl < 0) {
-    err = strdup("log_level must be one of debug, info, warn, error");
-    goto fail;
-  }
-  log_set_level((enum log_level)lvl);
+  log_set_level((enum log_level)log_level_parse(app.cfg.log_level)); /* an enum option */
   snprintf(app.model_root, sizeof app.model_root, "%s",
            app.cfg.model[0] ? app.cfg.model : SOUPD_DEFAULT_MODEL_DIR);
 

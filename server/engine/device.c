@@ -27,9 +27,12 @@ int app_device_open(struct app *a, char **err) {
 #ifdef SOUPD_HAVE_CUDA
   n_gpu = backend_cuda_device_count();
 #endif
-  if (strcmp(dev, "cpu") == 0) {
-    want_cuda = -1;
-  } else if (strcmp(dev, "auto") == 0) {
+  int kind = config_device_parse(dev, &want_cuda); /* checked when the config was loaded */
+  if (kind < 0) {
+    *err = errs("--device %s: expected auto, cpu or cuda[:N]", dev);
+    return -1;
+  }
+  if (kind == 0) {
     want_cuda = n_gpu > 0 ? 0 : -1;
     if (want_cuda < 0)
 #ifdef SOUPD_HAVE_CUDA
@@ -37,29 +40,19 @@ int app_device_open(struct app *a, char **err) {
 #else
       log_info("device auto: this build has no CUDA backend; using the CPU backend");
 #endif
-  } else if (strncmp(dev, "cuda", 4) == 0 && (dev[4] == 0 || dev[4] == ':')) {
-    char *end = NULL;
-    long idx = dev[4] == ':' ? strtol(dev + 5, &end, 10) : 0;
-    if (dev[4] == ':' && (end == dev + 5 || *end || idx < 0)) {
-      *err = errs("--device %s: expected cuda or cuda:N", dev);
-      return -1;
-    }
+  } else if (kind == 2) {
 #ifndef SOUPD_HAVE_CUDA
     *err = errs("--device %s: this build has no CUDA backend (rebuild with the CUDA toolkit "
                 "and -DSOUPD_CUDA=ON), or use --device cpu",
                 dev);
     return -1;
 #endif
-    if (idx >= n_gpu) {
+    if (want_cuda >= n_gpu) {
       char buf[200];
       snprintf(buf, sizeof buf, "--device %s: %d usable CUDA GPU(s) found", dev, n_gpu);
       *err = strdup(buf);
       return -1;
     }
-    want_cuda = (int)idx;
-  } else {
-    *err = errs("--device %s: expected auto, cpu or cuda[:N]", dev);
-    return -1;
   }
   if (want_cuda < 0) {
     a->be = backend_cpu_new((int)a->cfg.compute_threads);

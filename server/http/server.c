@@ -373,25 +373,9 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   log_warn("http: %s", buf);
 }
 
-static int parse_listen(const char *listen, struct sockaddr_in *sa) {
-  char host[128];
-  const char *colon = strrchr(listen, ':');
-  if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host) return -1;
-  memcpy(host, listen, (size_t)(colon - listen));
-  host[colon - listen] = 0;
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port < 0 || port > 65535) return -1;
-  memset(sa, 0, sizeof *sa);
-  sa->sin_family = AF_INET;
-  sa->sin_port = htons((uint16_t)port);
-  if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
-  return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
-
 int http_start(struct app *app, struct http_server **out, char **err) {
   struct sockaddr_in sa;
-  if (parse_listen(app->cfg.listen, &sa) != 0) {
+  if (config_listen_addr(app->cfg.listen, &sa) != 0) { /* checked at load; kept for callers */
     *err = strdup("listen must be IPV4:PORT, e.g. 127.0.0.1:8600");
     return -1;
   }

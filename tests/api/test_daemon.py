@@ -13,8 +13,52 @@ from conftest import BIN, MODEL, Client, Daemon, assert_problem
 
 
 def test_version_lists_backends():
+    """`soupd version` names the backends really built in (CMake passes
+    SOUPD_BUILT_CUDA=1 when it built the CUDA backend)."""
     out = subprocess.run([BIN, "version"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("soupd ") and "backends: cpu" in out
+    want = "cpu cuda" if os.environ.get("SOUPD_BUILT_CUDA") == "1" else "cpu"
+    assert out.startswith("soupd ") and f"backends: {want}\n" in out, out
+
+
+def test_typed_options_are_refused_before_the_port_opens(tmp_path):
+    """Enum, address, device and size options are checked when they are set:
+    a bad value exits 2 naming the option and what it takes, and nothing
+    listens or touches the data directory."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    busy.listen()  # a daemon that got as far as listening would fail differently
+    cases = (("--log-level", "verbose", "debug, info, warn, error"),
+             ("--infer-dtype", "F8", "auto, F32, F16, BF16"),
+             ("--listen", "127.0.0.1:99999", "IPV4:PORT"),
+             ("--listen", "nowhere", "IPV4:PORT"),
+             ("--device", "cuda:-1", "auto, cpu or cuda[:N]"),
+             ("--upload-max-bytes", "12Q", "K, M, G, T"))
+    try:
+        for flag, val, want in cases:
+            data = tmp_path / flag.strip("-")
+            args = [BIN, "--data-dir", str(data), flag, val]
+            if flag != "--listen":
+                args += ["--listen", f"127.0.0.1:{port}"]
+            r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            opt = flag[2:].replace("-", "_")
+            assert r.returncode == 2 and opt in r.stderr and want in r.stderr, (flag, r.stderr)
+            assert "cannot listen" not in r.stderr and not data.exists(), (flag, r.stderr)
+    finally:
+        busy.close()
+
+
+def test_size_option_takes_binary_suffixes(tmp_path):
+    conf = tmp_path / "soupd.conf"
+    conf.write_text("upload_max_bytes = 4K\n")
+    d = Daemon(tmp_path / "data", extra=["--config", str(conf)]).start()
+    try:
+        c = Client(d, d.admin_token())
+        r = c.post("/shards?name=big&weight=1", data=b"x" * 5000,
+                   headers={"Content-Type": "application/octet-stream"})
+        assert_problem(r, 413)
+    finally:
+        d.stop()
 
 
 def test_healthz_readyz_and_admin_token_file(daemon):
@@ -160,11 +204,14 @@ def test_openapi_lists_every_route():
 def test_device_choice_is_explicit(tmp_path):
     """--device cuda without a usable GPU (or without the CUDA backend) is an
     error naming the reason; auto falls back to the CPU and says so."""
-    for dev, want in (("cuda", "CUDA"), ("cuda:x", "cuda:N"), ("tpu", "auto, cpu or cuda")):
+    # a malformed device is a usage error (2), found when the option is set;
+    # a well-formed one this machine cannot honour fails at start (1)
+    for dev, want, rc in (("cuda", "CUDA", 1), ("cuda:x", "cuda[:N]", 2),
+                          ("tpu", "auto, cpu or cuda", 2)):
         r = subprocess.run([BIN, "--device", dev, "--data-dir", str(tmp_path / dev),
                             "--listen", "127.0.0.1:0"], capture_output=True, text=True,
                            timeout=60)
-        assert r.returncode == 1 and want in r.stderr, (dev, r.stderr)
+        assert r.returncode == rc and want in r.stderr, (dev, r.stderr)
     d = Daemon(tmp_path / "auto", extra=["--device", "auto"]).start()
     try:
         assert "using the CPU backend" in d.logs()
