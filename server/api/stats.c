@@ -29,6 +29,7 @@ struct snapshot {
   char hash[65];
   struct engine_stats eng;
   struct gen_stats gen;
+  struct update_times times;
   long long rss;
 };
 
@@ -40,6 +41,7 @@ static void snapshot_take(struct app *a, struct snapshot *s) {
   soup_hash_hex(a->soup, s->hash);
   if (a->engine) engine_stats_get(a->engine, &s->eng);
   gen_stats_get(&s->gen);
+  app_update_times(a, &s->times);
   s->rss = rss_bytes();
 }
 
@@ -53,12 +55,12 @@ enum MHD_Result api_stats(struct request *r) {
       "version", SOUPD_VERSION, "shards", "active", (json_int_t)s.active, "withdrawn",
       (json_int_t)s.withdrawn, "soup", "version", (json_int_t)s.soup.live_version, "hash", s.hash,
       "params", (json_int_t)s.soup.params, "bytes", (json_int_t)s.soup.bytes, "last_update_ms",
-      a->last_update_ms, "updated_at", a->updated_at[0] ? a->updated_at : NULL, "generation",
-      "requests", (json_int_t)s.gen.requests, "images", (json_int_t)s.gen.images, "failures",
-      (json_int_t)s.gen.failures, "latency_p50_ms", s.gen.p50_ms, "latency_p90_ms", s.gen.p90_ms,
-      "latency_p99_ms", s.gen.p99_ms, "mean_step_ms", s.gen.mean_step_ms, "queue", "depth",
-      s.eng.queued, "running", s.eng.running, "max", (json_int_t)a->cfg.queue_max, "rejected",
-      (json_int_t)s.eng.rejected, "cancelled", (json_int_t)s.eng.cancelled, "succeeded",
+      s.times.last_update_ms, "updated_at", s.times.updated_at[0] ? s.times.updated_at : NULL,
+      "generation", "requests", (json_int_t)s.gen.requests, "images", (json_int_t)s.gen.images,
+      "failures", (json_int_t)s.gen.failures, "latency_p50_ms", s.gen.p50_ms, "latency_p90_ms",
+      s.gen.p90_ms, "latency_p99_ms", s.gen.p99_ms, "mean_step_ms", s.gen.mean_step_ms, "queue",
+      "depth", s.eng.queued, "running", s.eng.running, "max", (json_int_t)a->cfg.queue_max,
+      "rejected", (json_int_t)s.eng.rejected, "cancelled", (json_int_t)s.eng.cancelled, "succeeded",
       (json_int_t)s.eng.succeeded, "memory", "rss_bytes", (json_int_t)s.rss, "soup_bytes",
       (json_int_t)s.soup.bytes);
   return reply_json(r, 200, o);
@@ -80,7 +82,7 @@ enum MHD_Result api_metrics(struct request *r) {
     (unsigned long long)s.soup.live_version);
   G("soupd_soup_params", "Parameters in the soup UNet.", "gauge", "%lld", (long long)s.soup.params);
   G("soupd_soup_last_update_seconds", "Duration of the last soup update.", "gauge", "%.6f",
-    a->last_update_ms / 1e3);
+    s.times.last_update_ms / 1e3);
   G("soupd_queue_depth", "Jobs waiting for the compute worker.", "gauge", "%d", s.eng.queued);
   G("soupd_jobs_running", "Jobs running.", "gauge", "%d", s.eng.running);
   G("soupd_jobs_rejected_total", "Jobs refused because the queue was full.", "counter", "%lld",

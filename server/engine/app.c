@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "diffusion/pipeline.h"
@@ -290,15 +291,36 @@ static int app_first_admin_token(struct app *a, char **err) {
   return 0;
 }
 
-/* "auto": F32 on the CPU, F16 on a GPU. */
+/* "auto": F32 on the CPU, F16 on a GPU; else F32, F16 or BF16 (the config
+ * accepts nothing else). */
 static enum dtype infer_dtype(const char *s, int gpu) {
   if (strcmp(s, "auto") == 0) return gpu ? DT_F16 : DT_F32;
-  int d = dtype_from_name(s);
-  return d == DT_F16 || d == DT_BF16 ? (enum dtype)d : DT_F32;
+  return (enum dtype)dtype_from_name(s);
+}
+
+void app_update_times(struct app *a, struct update_times *t) {
+  pthread_mutex_lock(&a->times_mu);
+  memcpy(t->updated_at, a->updated_at, sizeof t->updated_at);
+  t->last_update_ms = a->last_update_ms;
+  pthread_mutex_unlock(&a->times_mu);
+}
+
+void app_update_times_set(struct app *a, double ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char b[32];
+  strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+  pthread_mutex_lock(&a->times_mu);
+  snprintf(a->updated_at, sizeof a->updated_at, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
+  a->last_update_ms = ms;
+  pthread_mutex_unlock(&a->times_mu);
 }
 
 int app_open(struct app *a, char **err) {
   pthread_mutex_init(&a->update_mu, NULL);
+  pthread_mutex_init(&a->times_mu, NULL);
   snprintf(a->shards_dir, sizeof a->shards_dir, "%s/shards", a->cfg.data_dir);
   snprintf(a->tmp_dir, sizeof a->tmp_dir, "%s/tmp", a->cfg.data_dir);
   snprintf(a->db_path, sizeof a->db_path, "%s/soupd.db", a->cfg.data_dir);

@@ -42,7 +42,10 @@ struct app {
   char device[32];       /* "cpu" or "cuda:N" */
   const struct soup_backend *soup_be; /* the soup ops of that device */
   pthread_mutex_t update_mu;
-  char updated_at[40];
+  /* the last soup change: written by the worker after each switch, read by
+   * any thread (GET /soup, /stats, /metrics) through app_update_times */
+  pthread_mutex_t times_mu;
+  char updated_at[40]; /* RFC 3339, "" = none since start */
   double last_update_ms;
   atomic_int ready;
   atomic_int stopping;
@@ -61,6 +64,15 @@ struct op_error {
   char detail[600]; /* never a server path */
   json_t *errors;   /* {field, message} array or NULL (owned) */
 };
+
+/* A consistent copy of updated_at and last_update_ms (taken under times_mu). */
+struct update_times {
+  char updated_at[40];
+  double last_update_ms;
+};
+void app_update_times(struct app *a, struct update_times *t);
+/* Records a soup change that took `ms`, stamped now. */
+void app_update_times_set(struct app *a, double ms);
 
 /* Picks the compute device from cfg.device (device.c): sets be, soup_be
  * and device. */

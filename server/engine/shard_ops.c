@@ -54,16 +54,6 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static void stamp_now(char *out, size_t len) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  char b[32];
-  strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out, len, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
-}
-
 static int registry_status(int rc) {
   return rc == REGISTRY_ENOTFOUND   ? 404
          : rc == REGISTRY_ECONFLICT ? 409
@@ -105,6 +95,8 @@ json_t *app_soup_json(struct app *a, int admin) {
   const struct soup_version *v = soup_acquire(a->soup);
   struct soup_stats st;
   soup_stats_get(a->soup, &st);
+  struct update_times t;
+  app_update_times(a, &t);
   char *err = NULL;
   json_t *m = members_json(a, &err);
   free(err);
@@ -117,7 +109,7 @@ json_t *app_soup_json(struct app *a, int admin) {
       "{s:I,s:s,s:o,s:o,s:s,s:s,s:I,s:I,s:s?,s:f}", "version", (json_int_t)v->version, "hash",
       v->hash_hex, "members", m ? m : json_array(), "base", base, "dtype", dtype_name(v->dtype),
       "device", a->device, "params", (json_int_t)st.params, "bytes", (json_int_t)bytes,
-      "updated_at", a->updated_at[0] ? a->updated_at : NULL, "last_update_ms", a->last_update_ms);
+      "updated_at", t.updated_at[0] ? t.updated_at : NULL, "last_update_ms", t.last_update_ms);
   soup_release(a->soup, v);
   return o;
 }
@@ -208,8 +200,7 @@ static void publish(struct app *a, uint64_t version, double t0) {
     atomic_store(&a->ready, 0);
   }
   free(err);
-  a->last_update_ms = now_ms() - t0;
-  stamp_now(a->updated_at, sizeof a->updated_at);
+  app_update_times_set(a, now_ms() - t0);
 }
 
 static json_t *result_json(struct app *a, int64_t id) {
@@ -362,7 +353,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
   st_close(f);
   log_info("registered shard %lld '%s' (%.12s, weight %g) by %s: soup v%llu %.12s in %.0f ms",
            (long long)ra.id, in->name, in->sha256, soup_weight_value(kq), who->name,
-           (unsigned long long)(v_before + 1), h_after, a->last_update_ms);
+           (unsigned long long)(v_before + 1), h_after, now_ms() - t0);
   *result = result_json(a, ra.id);
   return 0;
 
@@ -472,7 +463,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
   }
   log_info("%s shard %lld '%s' by %s: soup v%llu %.12s in %.0f ms",
            new_kq == 0 ? (purge ? "withdrew and purged" : "withdrew") : "reweighted", (long long)id,
-           s.name, who->name, (unsigned long long)(v_before + 1), h_after, a->last_update_ms);
+           s.name, who->name, (unsigned long long)(v_before + 1), h_after, now_ms() - t0);
   pthread_mutex_unlock(&a->update_mu);
   registry_shard_clear(&s);
   *result = result_json(a, id);
