@@ -1,7 +1,7 @@
 /* generate.c: POST /generate, GET /jobs/{id}, DELETE /jobs/{id}.
  *
- * Synchronous requests suspend their connection while the worker runs the
- * job; a client that disconnects cancels it (the job watches the socket).
+ * Synchronous requests wait for their job through request_await; a client
+ * that disconnects cancels it.
  * Async requests get 202 and a listed job to poll or cancel. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,15 +16,8 @@
 /* finish for a synchronous generation: PNG or JSON. */
 static enum MHD_Result finish_generate(struct request *r) {
   struct job *j = r->job;
-  const struct gen_output *o = j ? gen_job_output(j) : NULL;
-  if (!o) {
-    if (!r->err.status) {
-      r->err.status = j && j->http_status ? j->http_status : 503;
-      snprintf(r->err.detail, sizeof r->err.detail, "%s",
-               j && j->detail[0] ? j->detail : "the generation did not complete");
-    }
-    return reply_op_error(r, &r->err);
-  }
+  const struct gen_output *o = gen_job_output(j);
+  if (!o) return reply_job_error(r, j);
   struct api_gen_ctx *ctx = r->op_ctx;
   if (ctx && ctx->want_png) {
     char ver[32], seed[32];
@@ -35,11 +28,6 @@ static enum MHD_Result finish_generate(struct request *r) {
   }
   if (ctx && ctx->shape) return reply_json(r, 200, ctx->shape(r, o));
   return reply_json(r, 200, gen_output_json(o));
-}
-
-/* The worker ran the job itself (gen_job_new's function): nothing to do here. */
-static int op_noop(struct request *r) {
-  return 0;
 }
 
 enum MHD_Result api_gen_submit(struct request *r, struct gen_request *g,
@@ -72,9 +60,7 @@ enum MHD_Result api_gen_submit(struct request *r, struct gen_request *g,
   ctx->want_png = g->want_png;
   ctx->shape = shape;
   r->op_ctx = ctx;
-  struct job *j = gen_job_new(r->app, g);
-  if (!j) return reply_problemf(r, 500, "out of memory");
-  return request_defer_job(r, j, op_noop, finish_generate);
+  return request_await(r, gen_job_new(r->app, g), 200, 1, finish_generate);
 }
 
 static int accepts_png(const struct request *r) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "core/shard_jobs.h"
 #include "engine/app.h"
 #include "http/auth.h"
 #include "log.h"
@@ -107,38 +108,9 @@ static int path_importable(const struct app *a, const char *path, char *real, si
   return 0;
 }
 
-/* What a deferred shard operation needs; freed with the request. */
-struct shard_op {
-  struct shard_input in;
-  char sha256[65];
-  const char *reason;
-  int purge;
-  double weight;
-};
-
 static struct actor actor_of(const struct request *r) {
   struct actor a = {r->who.token_id, r->who.name, r->who.provider};
   return a;
-}
-
-/* ---- run on the compute worker ---- */
-
-static int op_register(struct request *r) {
-  struct shard_op *op = r->op_ctx;
-  struct actor who = actor_of(r);
-  return app_shard_register(r->app, &who, &op->in, &r->result, &r->err);
-}
-
-static int op_withdraw(struct request *r) {
-  struct shard_op *op = r->op_ctx;
-  struct actor who = actor_of(r);
-  return app_shard_withdraw(r->app, &who, r->path_id, op->reason, op->purge, &r->result, &r->err);
-}
-
-static int op_reweight(struct request *r) {
-  struct shard_op *op = r->op_ctx;
-  struct actor who = actor_of(r);
-  return app_shard_reweight(r->app, &who, r->path_id, op->weight, &r->result, &r->err);
 }
 
 enum MHD_Result api_shards_create(struct request *r) {
@@ -186,13 +158,9 @@ enum MHD_Result api_shards_create(struct request *r) {
   }
   if (!in.name) return reply_field(r, 422, "name", "required");
   if (!in.provider || !*in.provider) in.provider = "admin";
-  struct shard_op *op = calloc(1, sizeof *op);
-  if (!op) return reply_problemf(r, 500, "out of memory");
-  op->in = in;
-  memcpy(op->sha256, hex, sizeof hex);
-  op->in.sha256 = op->sha256;
-  r->op_ctx = op;
-  return request_defer(r, op_register, 1, 201, NULL);
+  in.sha256 = hex;
+  struct actor who = actor_of(r);
+  return request_await(r, core_shard_register_job(&who, &in), 201, 0, NULL);
 }
 
 enum MHD_Result api_shards_list(struct request *r) {
@@ -247,11 +215,9 @@ enum MHD_Result api_shards_patch(struct request *r) {
   if (shard_owned(r, &res) != 0) return res;
   json_t *jw = r->json ? json_object_get(r->json, "weight") : NULL;
   if (!jw || !json_is_number(jw)) return reply_field(r, 422, "weight", "required: a number > 0");
-  struct shard_op *op = calloc(1, sizeof *op);
-  if (!op) return reply_problemf(r, 500, "out of memory");
-  op->weight = json_number_value(jw);
-  r->op_ctx = op;
-  return request_defer(r, op_reweight, 1, 200, NULL);
+  struct actor who = actor_of(r);
+  return request_await(r, core_shard_reweight_job(&who, r->path_id, json_number_value(jw)), 200, 0,
+                       NULL);
 }
 
 enum MHD_Result api_shards_withdraw(struct request *r) {
@@ -268,10 +234,6 @@ enum MHD_Result api_shards_withdraw(struct request *r) {
     reason = json_string_value(jr);
     if (jp) purge = json_is_true(jp);
   }
-  struct shard_op *op = calloc(1, sizeof *op);
-  if (!op) return reply_problemf(r, 500, "out of memory");
-  op->reason = reason;
-  op->purge = purge;
-  r->op_ctx = op;
-  return request_defer(r, op_withdraw, 1, 200, NULL);
+  struct actor who = actor_of(r);
+  return request_await(r, core_shard_withdraw_job(&who, r->path_id, reason, purge), 200, 0, NULL);
 }

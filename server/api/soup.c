@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "core/shard_jobs.h"
 #include "engine/app.h"
 #include "registry/registry.h"
 #include "soup/soup.h"
@@ -32,13 +33,9 @@ enum MHD_Result api_soup_history(struct request *r) {
   return reply_json(r, 200, out);
 }
 
-static int op_verify(struct request *r) {
-  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
-  return app_soup_verify(r->app, &who, &r->result, &r->err);
-}
-
 enum MHD_Result api_soup_verify(struct request *r) {
-  return request_defer(r, op_verify, 1, 200, NULL);
+  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
+  return request_await(r, core_soup_verify_job(&who), 200, 0, NULL);
 }
 
 /* Writes the acquired live version to an unlinked temporary file and streams it. */

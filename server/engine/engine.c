@@ -4,8 +4,6 @@
 #include "engine.h"
 
 #include <errno.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,7 +53,6 @@ struct job *job_new(job_fn fn, void *arg, job_free_fn arg_free, int priority) {
   for (int i = 0; i < 8; i++) snprintf(j->id + 4 + 2 * i, 3, "%02x", b[i]);
   j->fn = fn, j->arg = arg, j->arg_free = arg_free, j->priority = priority;
   atomic_init(&j->refs, 1);
-  j->watch_fd = -1;
   atomic_init(&j->status, JOB_QUEUED);
   j->created = now_s();
   return j;
@@ -75,16 +72,10 @@ void job_put(struct job *j) {
 
 int job_should_stop(struct job *j) {
   if (atomic_load(&j->cancel)) return 1;
-  if (j->watch_fd >= 0) {
-    struct pollfd p = {.fd = j->watch_fd, .events = POLLIN | POLLRDHUP};
-    char c;
-    if (poll(&p, 1, 0) == 1 &&
-        ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) ||
-         ((p.revents & POLLIN) && recv(j->watch_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0))) {
-      snprintf(j->detail, sizeof j->detail, "the client disconnected");
-      atomic_store(&j->cancel, 1);
-      return 1;
-    }
+  if (j->abandoned && j->abandoned(j->abandoned_ctx)) {
+    snprintf(j->detail, sizeof j->detail, "the client disconnected");
+    atomic_store(&j->cancel, 1);
+    return 1;
   }
   return 0;
 }
@@ -166,6 +157,7 @@ static int table_add(struct engine *e, struct job *j) {
 }
 
 int engine_submit(struct engine *e, struct job *j, int listed, int *status) {
+  j->app = e->app;
   pthread_mutex_lock(&e->mu);
   if (e->stopping) {
     pthread_mutex_unlock(&e->mu);

@@ -49,7 +49,11 @@ struct job {
   json_t *result;                    /* on success, the JSON body (owned) */
   double created, started, finished; /* CLOCK_REALTIME seconds */
   int listed;                        /* kept in the job table for GET /jobs */
-  int watch_fd;                      /* a waiting client's socket (-1: none): closed -> cancel */
+  struct app *app;                   /* set by engine_submit: the app the worker serves */
+  /* a waiting client's check (NULL: none): 1 once it has gone, so the job
+   * stops at its next step (job_should_stop) */
+  int (*abandoned)(void *ctx);
+  void *abandoned_ctx;
   /* batching: queued jobs with the same batch_fn and batch_key run together,
    * up to the config's max_batch images */
   job_batch_fn batch_fn;

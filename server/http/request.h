@@ -16,8 +16,7 @@ struct route;
 struct job;
 struct request;
 
-/* Work run on the compute worker for a request (see request_defer). */
-typedef int (*request_op)(struct request *r);
+/* Replies once the awaited job has ended (see request_await). */
 typedef enum MHD_Result (*request_finish)(struct request *r);
 
 enum role { ROLE_NONE = 0, ROLE_CLIENT = 1, ROLE_PROVIDER = 2, ROLE_ADMIN = 3 };
@@ -57,26 +56,27 @@ struct request {
   uint64_t upload_len;
   int upload_error; /* errno of a failed write */
 
-  /* deferred work (request_defer): the connection is suspended meanwhile */
+  /* the job the request waits for (request_await): the connection is
+   * suspended meanwhile; the job holds the outcome */
   struct job *job;
-  request_op op;
+  int awaiting;
+  int conn_fd; /* the client's socket, for the disconnect check */
   request_finish finish;
   unsigned ok_status;
-  void *op_ctx;        /* the handler's state for op (freed with the request) */
-  json_t *result;      /* set by op on success (owned) */
-  struct op_error err; /* set by op on failure */
+  void *op_ctx; /* the handler's state for finish (freed with the request) */
 };
 
-/* Runs op(r) on the compute worker (soup updates with priority 1) while
- * the connection is suspended, so no HTTP thread waits on compute. When it
- * ends, finish(r) replies, or (finish NULL) the reply is r->result with
- * ok_status, or the problem in r->err. A full queue replies 429. */
-enum MHD_Result request_defer(struct request *r, request_op op, int priority, unsigned ok_status,
-                              request_finish finish);
-/* The same with a job built by the caller (its own function); the job is
- * told the connection's socket so it can stop when the client goes away. */
-enum MHD_Result request_defer_job(struct request *r, struct job *j, request_op marker,
-                                  request_finish finish);
+/* The one way HTTP waits for the compute worker. Submits j (the request
+ * keeps the caller's reference) and suspends the connection, so no HTTP
+ * thread waits on compute; when the job ends the worker resumes it, and
+ * finish(r) replies, or (finish NULL) the job's result with ok_status, or
+ * its problem. A full queue (429) or a stopping engine (503) ends the job at
+ * once. With cancel_on_disconnect the job stops when the client goes away. */
+enum MHD_Result request_await(struct request *r, struct job *j, unsigned ok_status,
+                              int cancel_on_disconnect, request_finish finish);
+/* The problem+json of a job that did not succeed (its status, detail and
+ * field errors; 503 for a cancelled one). */
+enum MHD_Result reply_job_error(struct request *r, struct job *j);
 
 /* Query argument or header lookups (NULL when absent). */
 const char *request_arg(const struct request *r, const char *name);

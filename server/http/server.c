@@ -11,10 +11,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,8 +67,6 @@ static void request_free(struct request *r) {
   if (!r) return;
   if (r->job) job_put(r->job);
   free(r->op_ctx);
-  json_decref(r->result);
-  json_decref(r->err.errors);
   if (r->upload_fd >= 0) close(r->upload_fd);
   if (r->upload_path[0]) unlink(r->upload_path);
   if (r->upload_sha) EVP_MD_CTX_free(r->upload_sha);
@@ -227,83 +227,64 @@ static enum MHD_Result request_end(struct request *r) {
     if (!json_is_object(r->json)) return reply_problemf(r, 400, "the body must be a JSON object");
   }
   enum MHD_Result res = r->route->fn(r);
-  if (!r->replied && !r->op) return reply_problemf(r, 500, "the handler gave no reply");
+  if (!r->replied && !r->awaiting) return reply_problemf(r, 500, "the handler gave no reply");
   return res;
 }
 
-/* Runs on the worker thread. */
-static int defer_run(struct job *j, void *arg) {
-  struct request *r = arg;
-  log_set_request_id(r->id);
-  int rc = r->op(r);
-  if (rc != 0 && !r->err.status) r->err.status = 500;
-  return rc == 0 ? 0 : -1;
-}
-
 /* Called by the worker (under the engine lock) when the job ends. */
-static void defer_done(struct job *j, void *ctx) {
+static void await_done(struct job *j, void *ctx) {
   struct request *r = ctx;
   MHD_resume_connection(r->conn);
 }
 
-enum MHD_Result request_defer(struct request *r, request_op op, int priority, unsigned ok_status,
-                              request_finish finish) {
-  r->op = op, r->finish = finish, r->ok_status = ok_status;
-  r->job = job_new(defer_run, r, NULL, priority);
-  if (!r->job) return reply_problemf(r, 500, "out of memory");
-  r->job->owner_token = r->who.token_id;
-  r->job->on_done = defer_done;
-  r->job->done_ctx = r;
-  MHD_suspend_connection(r->conn);
-  int status = 0;
-  if (engine_submit(r->app->engine, r->job, 0, &status) != 0) {
-    MHD_resume_connection(r->conn);
-    r->err.status = status;
-    snprintf(r->err.detail, sizeof r->err.detail, "%s",
-             status == 429 ? "the job queue is full; retry later" : "the server is shutting down");
-    job_put(r->job);
-    r->job = NULL;
-  }
-  return MHD_YES;
+/* Called by the worker between steps: 1 once the client has closed its end. */
+static int await_abandoned(void *ctx) {
+  struct request *r = ctx;
+  struct pollfd p = {.fd = r->conn_fd, .events = POLLIN | POLLRDHUP};
+  char c;
+  return poll(&p, 1, 0) == 1 &&
+         ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) ||
+          ((p.revents & POLLIN) && recv(r->conn_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0));
 }
 
-enum MHD_Result request_defer_job(struct request *r, struct job *j, request_op marker,
-                                  request_finish finish) {
-  r->op = marker, r->finish = finish, r->ok_status = 200;
-  r->job = j;
+enum MHD_Result request_await(struct request *r, struct job *j, unsigned ok_status,
+                              int cancel_on_disconnect, request_finish finish) {
+  if (!j) return reply_problemf(r, 500, "out of memory");
+  r->job = j, r->finish = finish, r->ok_status = ok_status, r->awaiting = 1;
   j->owner_token = r->who.token_id;
-  j->on_done = defer_done;
+  j->on_done = await_done;
   j->done_ctx = r;
   const union MHD_ConnectionInfo *ci =
-      MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-  if (ci) j->watch_fd = ci->connect_fd;
+      cancel_on_disconnect ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD)
+                           : NULL;
+  if (ci) {
+    r->conn_fd = ci->connect_fd;
+    j->abandoned = await_abandoned;
+    j->abandoned_ctx = r;
+  }
   MHD_suspend_connection(r->conn);
   int status = 0;
   if (engine_submit(r->app->engine, j, 0, &status) != 0) {
-    MHD_resume_connection(r->conn);
-    r->err.status = status;
-    snprintf(r->err.detail, sizeof r->err.detail, "%s",
+    j->on_done = NULL, j->abandoned = NULL;
+    job_fail(j, status, "%s",
              status == 429 ? "the job queue is full; retry later" : "the server is shutting down");
-    j->on_done = NULL;
+    MHD_resume_connection(r->conn);
   }
   return MHD_YES;
 }
 
-/* The request's deferred work has ended (or was refused): reply. */
+enum MHD_Result reply_job_error(struct request *r, struct job *j) {
+  unsigned status = j->http_status ? (unsigned)j->http_status : 503; /* 503: cancelled */
+  return reply_problem(r, status, j->detail[0] ? j->detail : "the job did not complete",
+                       j->errors ? json_incref(j->errors) : NULL);
+}
+
+/* The awaited job has ended (or was refused): reply. */
 static enum MHD_Result request_resume(struct request *r) {
-  if (r->job && atomic_load(&r->job->status) == JOB_CANCELLED && !r->err.status) {
-    r->err.status = 503;
-    snprintf(r->err.detail, sizeof r->err.detail, "%s", r->job->detail);
-  }
+  struct job *j = r->job;
   if (r->finish) return r->finish(r);
-  if (r->err.status) {
-    json_t *errs = r->err.errors;
-    r->err.errors = NULL;
-    return reply_problem(r, (unsigned)r->err.status, r->err.detail, errs);
-  }
-  json_t *res = r->result;
-  r->result = NULL;
-  return reply_json(r, r->ok_status, res ? res : json_object());
+  if (atomic_load(&j->status) != JOB_SUCCEEDED) return reply_job_error(r, j);
+  return reply_json(r, r->ok_status, j->result ? json_incref(j->result) : json_object());
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -333,7 +314,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
   }
   log_set_request_id(r->id);
   enum MHD_Result res;
-  if (r->op) { /* resumed after deferred work */
+  if (r->awaiting) { /* resumed after the awaited job */
     *upload_data_size = 0;
     res = request_resume(r);
   } else if (*upload_data_size) {
