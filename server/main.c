@@ -14,7 +14,7 @@
 #include "diffusion/tokenizer.h"
 #define HAVE_TOKENIZER 1
 #endif
-#include "engine/app.h"
+#include "core/app.h"
 #include "engine/engine.h"
 #include "http/server.h"
 #include "log.h"
@@ -167,7 +167,8 @@ static int cmd_serve(int argc, char **argv) {
   /* Listen first: /healthz answers and /readyz says 503 while the registry
    * is checked and the soup rebuilt (minutes for a large store). */
   struct http_server *http = NULL;
-  if (engine_start(&app, &app.engine, &err) != 0) goto fail_app;
+  if (engine_start(&app, (int)app.cfg.queue_max, (int)app.cfg.max_batch, &app.engine, &err) != 0)
+    goto fail_app;
   if (http_start(&app, &http, &err) != 0) goto fail_app;
   if (app_open(&app, &err) != 0) {
     http_stop(http);

@@ -2,7 +2,7 @@
  * (/generate, OpenAI, A1111), each with its own response shape. */
 #pragma once
 
-#include "engine/generate.h"
+#include "core/generation.h"
 #include "http/request.h"
 
 typedef json_t *(*api_gen_shape)(struct request *r, const struct gen_output *o);

@@ -12,8 +12,8 @@
 
 #include "api.h"
 #include "api_gen.h"
-#include "engine/app.h"
-#include "engine/generate.h"
+#include "core/app.h"
+#include "core/generation.h"
 #include "version.h"
 
 /* ---- OpenAI ---- */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "api.h"
-#include "engine/app.h"
+#include "core/app.h"
 #include "registry/registry.h"
 
 /* Parses a non-negative integer query argument; -1 if absent, -2 if bad. */

@@ -10,7 +10,7 @@
 #include "api.h"
 #include "api_gen.h"
 #include "engine/engine.h"
-#include "engine/generate.h"
+#include "core/generation.h"
 #include "http/auth.h"
 
 /* finish for a synchronous generation: PNG or JSON. */

@@ -2,7 +2,7 @@
 #include <stdatomic.h>
 
 #include "api.h"
-#include "engine/app.h"
+#include "core/app.h"
 #include "registry/registry.h"
 #include "version.h"
 

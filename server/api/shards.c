@@ -13,7 +13,7 @@
 
 #include "api.h"
 #include "core/shard_jobs.h"
-#include "engine/app.h"
+#include "core/app.h"
 #include "http/auth.h"
 #include "log.h"
 #include "registry/registry.h"

@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 #include "api.h"
-#include "engine/app.h"
+#include "core/app.h"
 #include "engine/engine.h"
-#include "engine/generate.h"
+#include "core/generation.h"
 #include "registry/registry.h"
 #include "soup/soup.h"
 #include "version.h"

@@ -3,8 +3,8 @@
  *
  * A job is built on the HTTP side from parsed input and owns copies of all
  * of it (the actor, names, paths, metadata), so nothing of the request is
- * reachable from the worker. The worker runs the durable change (engine/
- * shard_ops.c) and leaves the outcome in the job: `result` on success, or
+ * reachable from the worker. The worker runs the durable change
+ * (shard_changes.c) and leaves the outcome in the job: `result` on success, or
  * `http_status`, `detail` and `errors` on failure. Every job here has
  * priority 1 (ahead of queued generations) and is never cancelled by a
  * client's disconnect: a change that was asked for is carried out. */
@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "engine/app.h"
+#include "core/app.h"
 
 struct job;
 

@@ -12,7 +12,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "app.h"
 #include "log.h"
 
 #define JOB_TABLE_MAX 256
@@ -20,7 +19,8 @@
 #define ENGINE_MAX_BATCH 64
 
 struct engine {
-  struct app *app;
+  struct app *app; /* handed to every job, never read here */
+  int queue_max, max_batch;
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv, idle;
@@ -164,7 +164,7 @@ int engine_submit(struct engine *e, struct job *j, int listed, int *status) {
     *status = 503;
     return -1;
   }
-  if (!j->priority && e->queued >= e->app->cfg.queue_max) {
+  if (!j->priority && e->queued >= e->queue_max) {
     e->rejected++;
     pthread_mutex_unlock(&e->mu);
     *status = 429;
@@ -230,7 +230,7 @@ static int batch_take(struct engine *e, struct job **batch) {
     for (struct job **p = &e->head; *p && n < ENGINE_MAX_BATCH;) {
       struct job *c = *p;
       if (c->batch_fn == j->batch_fn && strcmp(c->batch_key, j->batch_key) == 0 &&
-          !atomic_load(&c->cancel) && images + c->batch_images <= e->app->cfg.max_batch) {
+          !atomic_load(&c->cancel) && images + c->batch_images <= e->max_batch) {
         *p = c->next;
         e->queued--;
         batch[n++] = c;
@@ -286,10 +286,10 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-int engine_start(struct app *a, struct engine **out, char **err) {
+int engine_start(struct app *a, int queue_max, int max_batch, struct engine **out, char **err) {
   struct engine *e = calloc(1, sizeof *e);
   if (!e) return -1;
-  e->app = a;
+  e->app = a, e->queue_max = queue_max, e->max_batch = max_batch;
   pthread_mutex_init(&e->mu, NULL);
   pthread_cond_init(&e->cv, NULL);
   pthread_cond_init(&e->idle, NULL);

@@ -63,7 +63,10 @@ struct job {
   struct job *next; /* queue link */
 };
 
-int engine_start(struct app *a, struct engine **out, char **err);
+/* a is handed to each job (job->app) and never read by the engine: it
+ * knows queues and workers only. At most queue_max generations wait;
+ * batches hold at most max_batch images. */
+int engine_start(struct app *a, int queue_max, int max_batch, struct engine **out, char **err);
 /* Cancels queued generations, lets the running job finish within grace_s
  * (then asks it to cancel), runs queued soup updates, stops the worker. */
 void engine_stop(struct engine *e, int grace_s);

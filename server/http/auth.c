@@ -7,7 +7,7 @@
 #include <openssl/evp.h>
 #include <string.h>
 
-#include "engine/app.h"
+#include "core/app.h"
 #include "log.h"
 #include "registry/registry.h"
 #include "reply.h"

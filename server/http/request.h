@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 #include <stdint.h>
 
-#include "engine/app.h"
+#include "core/app.h"
 
 struct route;
 struct job;

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "engine/app.h"
+#include "core/app.h"
 #include "engine/engine.h"
 #include "log.h"
 #include "reply.h"

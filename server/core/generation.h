@@ -1,4 +1,4 @@
-/* generate.h: text-to-image requests: parsing and validation (every
+/* generation.h: text-to-image requests: parsing and validation (every
  * parameter checked before any compute; 422 names the field), the job that
  * runs one request on the worker against one soup version, and its result
  * (PNG images with the A1111 infotext and soupd's provenance). */

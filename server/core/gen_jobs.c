@@ -1,4 +1,4 @@
-/* generate_run.c: a generation job on the worker thread. It acquires the
+/* gen_jobs.c: a generation job on the worker thread. It acquires the
  * live soup version once, binds the pipeline's UNet to that version's
  * tensors, runs every step with it, encodes the PNGs with the infotext and
  * the provenance of exactly that version, and releases it. Progress,
@@ -13,9 +13,9 @@
 #include <time.h>
 
 #include "diffusion/pipeline.h"
-#include "engine.h"
+#include "engine/engine.h"
 #include "formats/png.h"
-#include "generate.h"
+#include "generation.h"
 #include "log.h"
 #include "registry/registry.h"
 #include "soup/soup.h"

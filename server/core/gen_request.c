@@ -1,7 +1,7 @@
-/* generate.c: parsing and validating a generation request, the JSON of a
+/* gen_request.c: parsing and validating a generation request, the JSON of a
  * result, and generation statistics. Nothing here computes: a request that
  * fails validation never reaches the queue. */
-#include "generate.h"
+#include "generation.h"
 
 #include <math.h>
 #include <openssl/evp.h>

@@ -1,4 +1,4 @@
-/* shard_ops.c: register, withdraw and reweight, each in the durable order of
+/* shard_changes.c: register, withdraw and reweight, each in the durable order of
  * DESIGN.md 5.6:
  *   validate (nothing changed yet) -> lock the update mutex -> build the new
  *   soup aside (accumulator in place, spare inference copy) -> commit the

@@ -1,4 +1,4 @@
-/* soup.c: /soup, /soup/history, /soup/verify (the unlearning proof), and
+/* soup_routes.c: /soup, /soup/history, /soup/verify (the unlearning proof), and
  * /soup/export (the live soup as a safetensors file). */
 #include <errno.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 
 #include "api.h"
 #include "core/shard_jobs.h"
-#include "engine/app.h"
+#include "core/app.h"
 #include "registry/registry.h"
 #include "soup/soup.h"
 
