@@ -40,9 +40,9 @@ enum MHD_Result api_gen_submit(struct request *r, struct gen_request *g,
     int status = 0;
     if (engine_submit(r->app->engine, j, 1, &status) != 0) {
       job_put(j);
-      return reply_problemf(r, (unsigned)status, "%s",
-                            status == 429 ? "the job queue is full; retry later"
-                                          : "the server is shutting down");
+      return reply_problemf(r, http_status_of((enum err_code)status), "%s",
+                            status == ERR_BUSY ? "the job queue is full; retry later"
+                                               : "the server is shutting down");
     }
     char loc[64];
     snprintf(loc, sizeof loc, "/jobs/%s", j->id);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "errors.h"
 
 struct registry;
 struct model_dir;
@@ -58,9 +59,9 @@ struct actor {
   const char *provider; /* owner name for new shards */
 };
 
-/* The outcome of a failed operation, mapped to problem+json by the API. */
+/* The outcome of a failed operation; http/reply.c maps it to problem+json. */
 struct op_error {
-  int status;       /* HTTP status */
+  enum err_code code;
   char detail[600]; /* never a server path */
   json_t *errors;   /* {field, message} array or NULL (owned) */
 };

@@ -209,7 +209,8 @@ static int job_output(struct job *j, const uint8_t *rgb, const struct gen_timing
   s->out.png = calloc((size_t)g->n, sizeof *s->out.png);
   s->out.png_len = calloc((size_t)g->n, sizeof *s->out.png_len);
   s->out.seeds = calloc((size_t)g->n, sizeof *s->out.seeds);
-  if (!s->out.png || !s->out.png_len || !s->out.seeds) return job_fail(j, 503, "out of memory");
+  if (!s->out.png || !s->out.png_len || !s->out.seeds)
+    return job_fail(j, ERR_UNAVAILABLE, "out of memory");
   s->out.text_ms = t->text_ms, s->out.denoise_ms = t->denoise_ms, s->out.decode_ms = t->decode_ms;
   double tp = mono_s();
   for (int i = 0; i < g->n; i++) {
@@ -219,7 +220,7 @@ static int job_output(struct job *j, const uint8_t *rgb, const struct gen_timing
     int e2 = png_encode_rgb(rgb + px * (size_t)i, g->width, g->height, kv, 2, &s->out.png[i],
                             &s->out.png_len[i], NULL);
     free(info), free(prov);
-    if (e2 != 0) return job_fail(j, 500, "PNG encoding failed");
+    if (e2 != 0) return job_fail(j, ERR_INTERNAL, "PNG encoding failed");
   }
   s->out.n = g->n;
   s->out.png_ms = (mono_s() - tp) * 1e3;
@@ -263,7 +264,8 @@ static void gen_run_batch(struct job **jobs, int n) {
   }
   json_decref(brief);
   if (!rgb || !prompts || !negs || !seeds) {
-    for (int i = 0; i < n; i++) job_fail(jobs[i], 503, "out of memory for %d image(s)", total);
+    for (int i = 0; i < n; i++)
+      job_fail(jobs[i], ERR_UNAVAILABLE, "out of memory for %d image(s)", total);
     goto out;
   }
   for (int i = 0, k = 0; i < n; i++) {
@@ -277,7 +279,7 @@ static void gen_run_batch(struct job **jobs, int n) {
   bc.v = v;
   bc.views = calloc(v->n_tensors ? v->n_tensors : 1, sizeof *bc.views);
   if (!bc.views) {
-    for (int i = 0; i < n; i++) job_fail(jobs[i], 503, "out of memory");
+    for (int i = 0; i < n; i++) job_fail(jobs[i], ERR_UNAVAILABLE, "out of memory");
     goto out;
   }
   for (size_t i = 0; i < v->n_tensors; i++)
@@ -285,7 +287,7 @@ static void gen_run_batch(struct job **jobs, int n) {
         tensor_view(v->dtype, v->tensors[i].ndim, v->tensors[i].shape, v->tensors[i].data);
   if (pipeline_bind_unet(a->pipe, bind_lookup, &bc, &err) != 0) {
     for (int i = 0; i < n; i++)
-      job_fail(jobs[i], 500, "cannot bind the soup to the UNet: %s", err ? err : "?");
+      job_fail(jobs[i], ERR_INTERNAL, "cannot bind the soup to the UNet: %s", err ? err : "?");
     goto out;
   }
   struct gen_params p;
@@ -307,13 +309,13 @@ static void gen_run_batch(struct job **jobs, int n) {
     if (pr == 0 && !atomic_load(&j->cancel)) {
       j->rc = job_output(j, rgb + px * (size_t)k, &t, t0);
     } else if (br.timed_out) {
-      job_fail(j, 503, "the job exceeded the time limit of %lld s",
+      job_fail(j, ERR_UNAVAILABLE, "the job exceeded the time limit of %lld s",
                (long long)a->cfg.job_timeout_s);
     } else if (pr == -ECANCELED || atomic_load(&j->cancel)) {
       if (!j->detail[0]) snprintf(j->detail, sizeof j->detail, "cancelled at a denoising step");
       j->rc = -ECANCELED;
     } else {
-      job_fail(j, 500, "generation failed: %s", err ? err : "?");
+      job_fail(j, ERR_INTERNAL, "generation failed: %s", err ? err : "?");
     }
     k += s->req.n;
   }

@@ -26,7 +26,7 @@ static void field_error(struct op_error *e, const char *field, const char *msg) 
   if (!e->errors) e->errors = json_array();
   json_array_append_new(e->errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
   if (!e->detail[0]) snprintf(e->detail, sizeof e->detail, "%s: %s", field, msg);
-  e->status = 422;
+  e->code = ERR_INVALID;
 }
 
 /* Number of UTF-8 code points, or -1 if the string is not valid UTF-8 text. */
@@ -126,7 +126,7 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
   const struct config *c = &a->cfg;
   memset(g, 0, sizeof *g);
   if (!a->pipe) {
-    e->status = 503;
+    e->code = ERR_UNAVAILABLE;
     snprintf(e->detail, sizeof e->detail, "this model cannot generate images (see the log)");
     return -1;
   }
@@ -152,7 +152,7 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
     }
   }
   get_text(body, "prompt", c->max_prompt_chars, !lenient, &g->prompt, e);
-  if (!g->prompt && !e->status) g->prompt = strdup(""); /* A1111 allows an empty prompt */
+  if (!g->prompt && !e->code) g->prompt = strdup(""); /* A1111 allows an empty prompt */
   get_text(body, "negative_prompt", c->max_prompt_chars, 0, &g->negative_prompt, e);
   get_int(body, "steps", 1, c->max_steps, &g->steps, e);
   get_num(body, "guidance_scale", 0, 100, &g->guidance_scale, e);
@@ -190,7 +190,7 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
     if (!json_is_boolean(as)) field_error(e, "async", "true or false");
     g->async = json_is_true(as);
   }
-  if (e->status) {
+  if (e->code) {
     snprintf(e->detail, sizeof e->detail, "invalid generation parameters (%zu listed)",
              json_array_size(e->errors));
     gen_request_clear(g);

@@ -1,5 +1,5 @@
 /* generation.h: text-to-image requests: parsing and validation (every
- * parameter checked before any compute; 422 names the field), the job that
+ * parameter checked before any compute; ERR_INVALID names the field), the job that
  * runs one request on the worker against one soup version, and its result
  * (PNG images with the A1111 infotext and soupd's provenance). */
 #pragma once
@@ -40,7 +40,7 @@ struct gen_output {
 };
 
 /* Fills defaults from the model, then applies a JSON body. Returns 0, or -1
- * with e (422 and errors naming each bad field). Strict: unknown keys are
+ * with e (ERR_INVALID and errors naming each bad field). Strict: unknown keys are
  * errors, unless lenient (the compatibility endpoints). */
 int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen_request *g,
                       struct op_error *e);

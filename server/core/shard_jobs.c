@@ -65,7 +65,7 @@ static int shard_job_run(struct job *j, void *arg) {
   }
   json_decref(result);
   j->errors = e.errors;
-  return job_fail(j, e.status ? e.status : 500, "%s", e.detail);
+  return job_fail(j, e.code ? e.code : ERR_INTERNAL, "%s", e.detail);
 }
 
 /* A job around s (taken over, freed on failure), or NULL when out of memory. */

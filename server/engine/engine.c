@@ -84,12 +84,12 @@ int job_done(const struct job *j) {
   return atomic_load(&j->status) >= JOB_SUCCEEDED;
 }
 
-int job_fail(struct job *j, int http_status, const char *fmt, ...) {
+int job_fail(struct job *j, enum err_code code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(j->detail, sizeof j->detail, fmt, ap);
   va_end(ap);
-  j->http_status = http_status;
+  j->code = code;
   return -1;
 }
 
@@ -113,7 +113,7 @@ static void job_finish(struct engine *e, struct job *j, int status) {
   if (status == JOB_CANCELLED)
     log_info("job %s cancelled: %s", j->id, j->detail[0] ? j->detail : "on request");
   else if (status == JOB_FAILED)
-    log_warn("job %s failed (%d): %s", j->id, j->http_status, j->detail);
+    log_warn("job %s failed (%s): %s", j->id, err_code_name(j->code), j->detail);
   j->finished = now_s();
   atomic_store(&j->status, status);
   if (status == JOB_SUCCEEDED)
@@ -161,19 +161,19 @@ int engine_submit(struct engine *e, struct job *j, int listed, int *status) {
   pthread_mutex_lock(&e->mu);
   if (e->stopping) {
     pthread_mutex_unlock(&e->mu);
-    *status = 503;
+    *status = ERR_UNAVAILABLE;
     return -1;
   }
   if (!j->priority && e->queued >= e->queue_max) {
     e->rejected++;
     pthread_mutex_unlock(&e->mu);
-    *status = 429;
+    *status = ERR_BUSY;
     return -1;
   }
   if (listed && table_add(e, j) != 0) {
     e->rejected++;
     pthread_mutex_unlock(&e->mu);
-    *status = 429;
+    *status = ERR_BUSY;
     return -1;
   }
   j->listed = listed;

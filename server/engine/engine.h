@@ -18,6 +18,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "errors.h"
+
 struct app;
 struct job;
 struct engine;
@@ -43,7 +45,7 @@ struct job {
   atomic_int cancel;
   atomic_int step, steps;
   atomic_int refs;
-  int http_status;                   /* for a failure: the HTTP status of the problem */
+  enum err_code code;                /* for a failure: what kind (errors.h) */
   char detail[600];                  /* for a failure */
   json_t *errors;                    /* for a failure, {field, message} array or NULL */
   json_t *result;                    /* on success, the JSON body (owned) */
@@ -84,11 +86,12 @@ json_t *job_json(const struct job *j);
  * client has disconnected). */
 int job_should_stop(struct job *j);
 /* For job functions: records a failure. Returns -1. */
-int job_fail(struct job *j, int http_status, const char *fmt, ...)
+int job_fail(struct job *j, enum err_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Queues a job; listed = keep it for GET /jobs/{id}. Returns 0, or -1 when
- * the queue is full (429) or the engine is stopping (503), with *status. */
+ * the queue is full (ERR_BUSY) or the engine is stopping (ERR_UNAVAILABLE),
+ * with *status. */
 int engine_submit(struct engine *e, struct job *j, int listed, int *status);
 /* Finds a listed job (a new reference) or NULL. */
 struct job *engine_job_find(struct engine *e, const char *id);

@@ -130,8 +130,31 @@ enum MHD_Result reply_field(struct request *r, unsigned status, const char *fiel
   return reply_problem(r, status, detail, errs);
 }
 
+unsigned http_status_of(enum err_code c) {
+  switch (c) {
+  case ERR_INVALID:
+    return 422;
+  case ERR_NOT_FOUND:
+    return 404;
+  case ERR_CONFLICT:
+    return 409;
+  case ERR_FORBIDDEN:
+    return 403;
+  case ERR_BUSY:
+    return 429;
+  case ERR_UNAVAILABLE:
+    return 503;
+  case ERR_NO_SPACE:
+    return 507;
+  case ERR_NONE:
+  case ERR_INTERNAL:
+    break;
+  }
+  return 500;
+}
+
 enum MHD_Result reply_op_error(struct request *r, struct op_error *e) {
   json_t *errs = e->errors;
   e->errors = NULL;
-  return reply_problem(r, (unsigned)e->status, e->detail, errs);
+  return reply_problem(r, http_status_of(e->code), e->detail, errs);
 }

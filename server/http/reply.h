@@ -20,6 +20,8 @@ enum MHD_Result reply_problemf(struct request *r, unsigned status, const char *f
 enum MHD_Result reply_field(struct request *r, unsigned status, const char *field, const char *msg);
 /* The problem an operation recorded (its errors array is taken). */
 enum MHD_Result reply_op_error(struct request *r, struct op_error *e);
+/* The one mapping from a domain error code (errors.h) to an HTTP status. */
+unsigned http_status_of(enum err_code c);
 /* Raw bytes (copied) with a content type; extra headers as NULL-terminated name/value pairs. */
 enum MHD_Result reply_bytes(struct request *r, unsigned status, const char *content_type,
                             const void *data, size_t len, const char *const *headers);

@@ -267,14 +267,15 @@ enum MHD_Result request_await(struct request *r, struct job *j, unsigned ok_stat
   if (engine_submit(r->app->engine, j, 0, &status) != 0) {
     j->on_done = NULL, j->abandoned = NULL;
     job_fail(j, status, "%s",
-             status == 429 ? "the job queue is full; retry later" : "the server is shutting down");
+             status == ERR_BUSY ? "the job queue is full; retry later"
+                                : "the server is shutting down");
     MHD_resume_connection(r->conn);
   }
   return MHD_YES;
 }
 
 enum MHD_Result reply_job_error(struct request *r, struct job *j) {
-  unsigned status = j->http_status ? (unsigned)j->http_status : 503; /* 503: cancelled */
+  unsigned status = j->code ? http_status_of(j->code) : 503; /* 503: cancelled */
   return reply_problem(r, status, j->detail[0] ? j->detail : "the job did not complete",
                        j->errors ? json_incref(j->errors) : NULL);
 }
