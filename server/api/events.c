@@ -4,7 +4,7 @@
 
 #include "api.h"
 #include "core/app.h"
-#include "registry/registry.h"
+#include "core/reads.h"
 
 /* Parses a non-negative integer query argument; -1 if absent, -2 if bad. */
 static long long arg_int(const struct request *r, const char *name, long long max) {
@@ -30,12 +30,8 @@ enum MHD_Result api_events_list(struct request *r) {
     return reply_problem(r, 422, "invalid query parameters", errs);
   }
   json_t *out = NULL;
-  char *err = NULL;
-  if (registry_event_list(r->app->reg, since < 0 ? 0 : since, limit < 0 ? 100 : limit, &out,
-                          &err) != 0) {
-    enum MHD_Result res = reply_problemf(r, 500, "cannot read the audit log");
-    free(err);
-    return res;
-  }
+  struct op_error e = {0};
+  if (core_events_list(r->app, since < 0 ? 0 : since, limit < 0 ? 100 : limit, &out, &e) != 0)
+    return reply_op_error(r, &e);
   return reply_json(r, 200, out);
 }

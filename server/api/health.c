@@ -3,7 +3,7 @@
 
 #include "api.h"
 #include "core/app.h"
-#include "registry/registry.h"
+#include "core/reads.h"
 #include "version.h"
 
 enum MHD_Result api_healthz(struct request *r) {
@@ -15,7 +15,7 @@ enum MHD_Result api_readyz(struct request *r) {
     return reply_problemf(r, 503, "not ready: %s",
                           atomic_load(&r->app->stopping) ? "shutting down"
                                                          : "the soup is not materialized yet");
-  if (!registry_healthy(r->app->reg))
+  if (!core_registry_healthy(r->app))
     return reply_problemf(r, 503, "not ready: the registry hit an I/O error; restart soupd");
   return reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
 }

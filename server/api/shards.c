@@ -16,7 +16,7 @@
 #include "core/app.h"
 #include "http/auth.h"
 #include "log.h"
-#include "registry/registry.h"
+#include "core/reads.h"
 
 static void sha_hex(EVP_MD_CTX *c, char hex[65]) {
   unsigned char d[32];
@@ -168,42 +168,28 @@ enum MHD_Result api_shards_list(struct request *r) {
   if (status && strcmp(status, "active") != 0 && strcmp(status, "withdrawn") != 0)
     return reply_field(r, 422, "status", "one of active, withdrawn");
   json_t *out = NULL;
-  char *err = NULL;
-  if (registry_shard_list_json(r->app->reg, status, provider, &out, &err) != 0) {
-    free(err);
-    return reply_problemf(r, 500, "cannot read the registry");
-  }
+  struct op_error e = {0};
+  if (core_shards_list(r->app, status, provider, &out, &e) != 0) return reply_op_error(r, &e);
   return reply_json(r, 200, out);
 }
 
-/* Loads the {id} shard or replies 404. */
-static int shard_load(struct request *r, struct registry_shard *s, enum MHD_Result *res) {
-  char *err = NULL;
-  int rc = registry_shard_get(r->app->reg, r->path_id, s, &err);
-  free(err);
-  if (rc == 0) return 0;
-  *res = rc == REGISTRY_ENOTFOUND
-             ? reply_problemf(r, 404, "no shard with id %lld", (long long)r->path_id)
-             : reply_problemf(r, 500, "cannot read the registry");
-  return -1;
-}
-
 enum MHD_Result api_shards_get(struct request *r) {
-  struct registry_shard s;
-  enum MHD_Result res;
-  if (shard_load(r, &s, &res) != 0) return res;
-  json_t *o = registry_shard_to_json(&s, 0);
-  registry_shard_clear(&s);
+  json_t *o = NULL;
+  struct op_error e = {0};
+  if (core_shard_get(r->app, r->path_id, &o, NULL, 0, &e) != 0) return reply_op_error(r, &e);
   return reply_json(r, 200, o);
 }
 
-/* Loads the shard and checks that the caller owns it (403 + audit if not). */
+/* Checks that the caller owns the {id} shard (404 if unknown, 403 + audit if
+ * not its own). */
 static int shard_owned(struct request *r, enum MHD_Result *res) {
-  struct registry_shard s;
-  if (shard_load(r, &s, res) != 0) return -1;
-  int ok = auth_owns(r, s.provider);
-  registry_shard_clear(&s);
-  if (ok) return 0;
+  char owner[160];
+  struct op_error e = {0};
+  if (core_shard_get(r->app, r->path_id, NULL, owner, sizeof owner, &e) != 0) {
+    *res = reply_op_error(r, &e);
+    return -1;
+  }
+  if (auth_owns(r, owner)) return 0;
   char what[160];
   snprintf(what, sizeof what, "shard %lld belongs to another provider", (long long)r->path_id);
   *res = auth_deny(r, r->path_id, what);

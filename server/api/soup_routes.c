@@ -9,7 +9,7 @@
 #include "api.h"
 #include "core/shard_jobs.h"
 #include "core/app.h"
-#include "registry/registry.h"
+#include "core/reads.h"
 #include "soup/soup.h"
 
 enum MHD_Result api_soup_get(struct request *r) {
@@ -25,11 +25,8 @@ enum MHD_Result api_soup_history(struct request *r) {
   if (l && (*end || limit < 1 || limit > 1000))
     return reply_problemf(r, 422, "limit: an integer in [1, 1000]");
   json_t *out = NULL;
-  char *err = NULL;
-  if (registry_soup_version_list(r->app->reg, since, limit, &out, &err) != 0) {
-    free(err);
-    return reply_problemf(r, 500, "cannot read the registry");
-  }
+  struct op_error e = {0};
+  if (core_soup_history(r->app, since, limit, &out, &e) != 0) return reply_op_error(r, &e);
   return reply_json(r, 200, out);
 }
 

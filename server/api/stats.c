@@ -9,7 +9,7 @@
 #include "core/app.h"
 #include "engine/engine.h"
 #include "core/generation.h"
-#include "registry/registry.h"
+#include "core/reads.h"
 #include "soup/soup.h"
 #include "version.h"
 
@@ -35,8 +35,7 @@ struct snapshot {
 
 static void snapshot_take(struct app *a, struct snapshot *s) {
   memset(s, 0, sizeof *s);
-  char *err = NULL;
-  if (registry_shard_counts(a->reg, &s->active, &s->withdrawn, &err) != 0) free(err);
+  core_shard_counts(a, &s->active, &s->withdrawn);
   soup_stats_get(a->soup, &s->soup);
   soup_hash_hex(a->soup, s->hash);
   if (a->engine) engine_stats_get(a->engine, &s->eng);

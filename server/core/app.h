@@ -117,6 +117,9 @@ int app_shard_reweight(struct app *a, const struct actor *who, int64_t id, doubl
 int app_soup_verify(struct app *a, const struct actor *who, json_t **result, struct op_error *e);
 /* GET /soup body (admin adds base.path). */
 json_t *app_soup_json(struct app *a, int admin);
+/* The ordered member set of the active shards with their shares (NULL and
+ * *err on a registry failure). */
+json_t *app_soup_members(struct app *a, char **err);
 /* {"version", "hash"} of the live soup plus members. */
 json_t *app_soup_brief(struct app *a);
 /* Records an auth.denied audit event. */

@@ -63,75 +63,6 @@ static enum err_code registry_code(int rc) {
                                     : ERR_INTERNAL;
 }
 
-/* The ordered member set of the active shards, with shares of the total. */
-static json_t *members_json(struct app *a, char **err) {
-  struct registry_shard *rows = NULL;
-  size_t n = 0;
-  if (registry_shard_list(a->reg, "active", NULL, &rows, &n, err) != 0) return NULL;
-  int64_t K = 0;
-  for (size_t i = 0; i < n; i++) K += rows[i].weight_q;
-  json_t *m = json_array();
-  for (size_t i = 0; i < n; i++)
-    json_array_append_new(m, json_pack("{s:I,s:s,s:s,s:f,s:f}", "id", (json_int_t)rows[i].id,
-                                       "name", rows[i].name, "sha256", rows[i].sha256, "weight",
-                                       soup_weight_value(rows[i].weight_q), "share",
-                                       (double)rows[i].weight_q / (double)K));
-  registry_shard_rows_free(rows, n);
-  return m;
-}
-
-json_t *app_soup_brief(struct app *a) {
-  const struct soup_version *v = soup_acquire(a->soup);
-  char *err = NULL;
-  json_t *m = members_json(a, &err);
-  free(err);
-  json_t *o = json_pack("{s:I,s:s,s:o}", "version", (json_int_t)v->version, "hash", v->hash_hex,
-                        "members", m ? m : json_array());
-  soup_release(a->soup, v);
-  return o;
-}
-
-json_t *app_soup_json(struct app *a, int admin) {
-  const struct soup_version *v = soup_acquire(a->soup);
-  struct soup_stats st;
-  soup_stats_get(a->soup, &st);
-  struct update_times t;
-  app_update_times(a, &t);
-  char *err = NULL;
-  json_t *m = members_json(a, &err);
-  free(err);
-  json_t *base = json_pack("{s:s,s:s}", "name", a->base_name, "unet_sha256", a->base_sha256);
-  if (admin) json_object_set_new(base, "path", json_string(a->model->unet_weights));
-  size_t bytes = 0;
-  for (size_t i = 0; i < v->n_tensors; i++) bytes += (size_t)v->tensors[i].numel;
-  bytes *= dtype_size(v->dtype);
-  json_t *o = json_pack(
-      "{s:I,s:s,s:o,s:o,s:s,s:s,s:I,s:I,s:s?,s:f}", "version", (json_int_t)v->version, "hash",
-      v->hash_hex, "members", m ? m : json_array(), "base", base, "dtype", dtype_name(v->dtype),
-      "device", a->device, "params", (json_int_t)st.params, "bytes", (json_int_t)bytes,
-      "updated_at", t.updated_at[0] ? t.updated_at : NULL, "last_update_ms", t.last_update_ms);
-  soup_release(a->soup, v);
-  return o;
-}
-
-void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, const char *what) {
-  json_t *detail = json_pack("{s:s}", "reason", what);
-  struct registry_event ev = {.type = "auth.denied",
-                              .principal = who->name,
-                              .token_id = who->token_id,
-                              .shard_id = shard_id,
-                              .soup_version_before = -1,
-                              .soup_version_after = -1,
-                              .outcome = REGISTRY_OUTCOME_DENIED,
-                              .detail = detail};
-  char *err = NULL;
-  if (registry_event_append(a->reg, &ev, NULL, &err) != 0)
-    log_error("cannot record auth.denied: %s", err ? err : "?");
-  free(err);
-  json_decref(detail);
-  log_warn("denied %s: %s", who->name, what);
-}
-
 /* The transaction shared by every change: the caller's registry statement
  * (run by `change`), then the audit event and the new soup version. */
 struct commit_ctx {
@@ -151,7 +82,7 @@ static int commit_change(struct commit_ctx *c, int (*change)(void *), void *arg,
   int rc = registry_begin(c->a->reg, &err);
   if (rc != 0) goto fail;
   if ((rc = change(arg)) != 0) goto fail_rb;
-  json_t *members = members_json(c->a, &err);
+  json_t *members = app_soup_members(c->a, &err);
   if (!members) {
     rc = REGISTRY_EFAIL;
     goto fail_rb;

@@ -9,7 +9,7 @@
 
 #include "core/app.h"
 #include "log.h"
-#include "registry/registry.h"
+#include "core/reads.h"
 #include "reply.h"
 #include "routes.h"
 
@@ -59,14 +59,11 @@ int auth_check(struct request *r, enum role min_role, enum MHD_Result *res) {
     *res = reply_problemf(r, 401, "a bearer token is required (Authorization: Bearer <token>)");
     return -1;
   }
-  struct registry_token t;
-  char *err = NULL;
-  int rc = registry_token_lookup(r->app->reg, tok, &t, &err);
-  if (rc != 0) {
-    if (rc != REGISTRY_ENOTFOUND) log_error("token lookup: %s", err ? err : "?");
-    free(err);
-    *res = rc == REGISTRY_ENOTFOUND ? reply_problemf(r, 401, "the token is unknown or revoked")
-                                    : reply_problemf(r, 503, "the registry is busy; retry");
+  struct core_token t;
+  struct op_error e = {0};
+  if (core_token_lookup(r->app, tok, &t, &e) != 0) {
+    *res = e.code == ERR_NOT_FOUND ? reply_problemf(r, 401, "the token is unknown or revoked")
+                                   : reply_problemf(r, 503, "the registry is busy; retry");
     return -1;
   }
   r->who.role = role_parse(t.role);
