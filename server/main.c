@@ -19,6 +19,7 @@
 #include "http/server.h"
 #include "log.h"
 #include "registry/registry.h"
+#include "kernels/backends.h"
 #include "version.h"
 
 #ifndef SOUPD_DEFAULT_MODEL_DIR
@@ -163,7 +164,7 @@ static int cmd_serve(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  log_info("soupd %s starting (backends: %s)", SOUPD_VERSION, soupd_backends());
+  log_info("soupd %s starting (backends: %s)", SOUPD_VERSION, backends_built());
   /* Listen first: /healthz answers and /readyz says 503 while the registry
    * is checked and the soup rebuilt (minutes for a large store). */
   struct http_server *http = NULL;
@@ -205,7 +206,7 @@ fail:
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "version") == 0) {
-    printf("soupd %s\nbackends: %s\n", SOUPD_VERSION, soupd_backends());
+    printf("soupd %s\nbackends: %s\n", SOUPD_VERSION, backends_built());
     return 0;
   }
   if (argc > 1 && strcmp(argv[1], "config") == 0) {

@@ -1,7 +1,4 @@
-/* version.h: the daemon's version and the compute backends built in. */
+/* version.h: the daemon's version (the backends built in: kernels/backends.h). */
 #pragma once
 
 #define SOUPD_VERSION "0.1.0"
-
-/* "cpu" or "cpu cuda". */
-const char *soupd_backends(void);

@@ -4,6 +4,7 @@
 #include "api.h"
 #include "core/app.h"
 #include "core/reads.h"
+#include "kernels/backends.h"
 #include "version.h"
 
 enum MHD_Result api_healthz(struct request *r) {
@@ -22,5 +23,5 @@ enum MHD_Result api_readyz(struct request *r) {
 
 enum MHD_Result api_version(struct request *r) {
   return reply_json(r, 200,
-                    json_pack("{s:s,s:s}", "version", SOUPD_VERSION, "backends", soupd_backends()));
+                    json_pack("{s:s,s:s}", "version", SOUPD_VERSION, "backends", backends_built()));
 }
