@@ -118,6 +118,7 @@ static int cmd_tokenize(int argc, char **argv) {
 
 static int cmd_serve(int argc, char **argv) {
   static struct app app;
+  app_init(&app);
   const char *config_path = NULL;
   for (int i = 1; i < argc; i++) {
     const char *v = flag_value(argc, argv, &i, "--config");

@@ -39,7 +39,7 @@ static void snapshot_take(struct app *a, struct snapshot *s) {
   soup_stats_get(a->soup, &s->soup);
   soup_hash_hex(a->soup, s->hash);
   if (a->engine) engine_stats_get(a->engine, &s->eng);
-  gen_stats_get(&s->gen);
+  gen_stats_get(&a->gen_stats, &s->gen);
   app_update_times(a, &s->times);
   s->rss = rss_bytes();
 }

@@ -318,9 +318,13 @@ void app_update_times_set(struct app *a, double ms) {
   pthread_mutex_unlock(&a->times_mu);
 }
 
-int app_open(struct app *a, char **err) {
+void app_init(struct app *a) {
   pthread_mutex_init(&a->update_mu, NULL);
   pthread_mutex_init(&a->times_mu, NULL);
+  pthread_mutex_init(&a->gen_stats.mu, NULL);
+}
+
+int app_open(struct app *a, char **err) {
   snprintf(a->shards_dir, sizeof a->shards_dir, "%s/shards", a->cfg.data_dir);
   snprintf(a->tmp_dir, sizeof a->tmp_dir, "%s/tmp", a->cfg.data_dir);
   snprintf(a->db_path, sizeof a->db_path, "%s/soupd.db", a->cfg.data_dir);

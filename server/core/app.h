@@ -25,6 +25,16 @@ struct backend;
 struct pipeline;
 struct soup_backend;
 
+/* The generation statistics: counters and the last GEN_LAT_RING latencies,
+ * under mu (gen_stats.c). */
+#define GEN_LAT_RING 1024
+struct gen_stats_ring {
+  pthread_mutex_t mu;
+  double lat[GEN_LAT_RING];
+  int64_t lat_n, images, requests, failures, steps;
+  double step_ms_sum;
+};
+
 struct app {
   struct config cfg;
   char db_path[1100];
@@ -48,6 +58,7 @@ struct app {
   pthread_mutex_t times_mu;
   char updated_at[40]; /* RFC 3339, "" = none since start */
   double last_update_ms;
+  struct gen_stats_ring gen_stats;
   atomic_int ready;
   atomic_int stopping;
 };
@@ -79,6 +90,8 @@ void app_update_times_set(struct app *a, double ms);
  * and device. */
 int app_device_open(struct app *a, char **err);
 
+/* Initializes the locks; before any thread can see the app. */
+void app_init(struct app *a);
 /* Opens the data directory, the registry, the base model, builds the soup
  * from the committed registry state. */
 int app_open(struct app *a, char **err);

@@ -33,46 +33,11 @@ static double mono_s(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* ---- statistics ---- */
-
-#define LAT_RING 1024
-static pthread_mutex_t g_stats_mu = PTHREAD_MUTEX_INITIALIZER;
-static double g_lat[LAT_RING];
-static int64_t g_lat_n, g_images, g_requests, g_failures;
-static double g_step_ms_sum;
-static int64_t g_steps;
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-void gen_stats_get(struct gen_stats *st) {
-  static double tmp[LAT_RING];
-  pthread_mutex_lock(&g_stats_mu);
-  int n = (int)(g_lat_n < LAT_RING ? g_lat_n : LAT_RING);
-  memcpy(tmp, g_lat, (size_t)n * sizeof *tmp);
-  st->images = g_images, st->requests = g_requests, st->failures = g_failures;
-  st->mean_step_ms = g_steps ? g_step_ms_sum / (double)g_steps : 0;
-  pthread_mutex_unlock(&g_stats_mu);
-  qsort(tmp, (size_t)n, sizeof *tmp, cmp_double);
-  st->p50_ms = n ? tmp[(n - 1) * 50 / 100] : 0;
-  st->p90_ms = n ? tmp[(n - 1) * 90 / 100] : 0;
-  st->p99_ms = n ? tmp[(n - 1) * 99 / 100] : 0;
-}
+/* ---- statistics (gen_stats.c) ---- */
 
 static void stats_record(const struct gen_state *s, int ok) {
-  pthread_mutex_lock(&g_stats_mu);
-  g_requests++;
-  if (ok) {
-    g_images += s->out.n;
-    g_lat[g_lat_n++ % LAT_RING] = s->out.total_ms;
-    g_step_ms_sum += s->out.denoise_ms;
-    g_steps += s->req.steps;
-  } else {
-    g_failures++;
-  }
-  pthread_mutex_unlock(&g_stats_mu);
+  gen_stats_record(&s->app->gen_stats, ok, s->out.n, s->out.total_ms, s->out.denoise_ms,
+                   s->req.steps);
 }
 
 /* ---- soup binding ---- */

@@ -57,9 +57,13 @@ char *gen_base64(const uint8_t *p, size_t n);
 /* A1111 sampler display name of a scheduler ("ddim" -> "DDIM"). */
 const char *gen_sampler_display(const char *scheduler);
 
-/* Generation statistics for /stats and /metrics. */
+/* Generation statistics for /stats and /metrics (gen_stats.c), from the
+ * app's one record (app.h: struct gen_stats_ring). */
 struct gen_stats {
   int64_t images, requests, failures;
   double p50_ms, p90_ms, p99_ms, mean_step_ms;
 };
-void gen_stats_get(struct gen_stats *st);
+void gen_stats_get(struct gen_stats_ring *g, struct gen_stats *st);
+/* One request ended: ok with n images in total_ms (denoise_ms over steps), or failed. */
+void gen_stats_record(struct gen_stats_ring *g, int ok, int n, double total_ms, double denoise_ms,
+                      int steps);
