@@ -108,11 +108,6 @@ static int path_importable(const struct app *a, const char *path, char *real, si
   return 0;
 }
 
-static struct actor actor_of(const struct request *r) {
-  struct actor a = {r->who.token_id, r->who.name, r->who.provider};
-  return a;
-}
-
 enum MHD_Result api_shards_create(struct request *r) {
   struct app *a = r->app;
   struct shard_input in = {0};
@@ -159,7 +154,7 @@ enum MHD_Result api_shards_create(struct request *r) {
   if (!in.name) return reply_field(r, 422, "name", "required");
   if (!in.provider || !*in.provider) in.provider = "admin";
   in.sha256 = hex;
-  struct actor who = actor_of(r);
+  struct actor who = auth_actor(r);
   return request_await(r, core_shard_register_job(&who, &in), 201, 0, NULL);
 }
 
@@ -180,35 +175,18 @@ enum MHD_Result api_shards_get(struct request *r) {
   return reply_json(r, 200, o);
 }
 
-/* Checks that the caller owns the {id} shard (404 if unknown, 403 + audit if
- * not its own). */
-static int shard_owned(struct request *r, enum MHD_Result *res) {
-  char owner[160];
-  struct op_error e = {0};
-  if (core_shard_get(r->app, r->path_id, NULL, owner, sizeof owner, &e) != 0) {
-    *res = reply_op_error(r, &e);
-    return -1;
-  }
-  if (auth_owns(r, owner)) return 0;
-  char what[160];
-  snprintf(what, sizeof what, "shard %lld belongs to another provider", (long long)r->path_id);
-  *res = auth_deny(r, r->path_id, what);
-  return -1;
-}
-
+/* Reweight and withdrawal check ownership in the job itself (core/
+ * shard_changes.c: 404 unknown, then 403 and an auth.denied event for
+ * another provider's shard), so the shard row is read once. */
 enum MHD_Result api_shards_patch(struct request *r) {
-  enum MHD_Result res;
-  if (shard_owned(r, &res) != 0) return res;
   json_t *jw = r->json ? json_object_get(r->json, "weight") : NULL;
   if (!jw || !json_is_number(jw)) return reply_field(r, 422, "weight", "required: a number > 0");
-  struct actor who = actor_of(r);
+  struct actor who = auth_actor(r);
   return request_await(r, core_shard_reweight_job(&who, r->path_id, json_number_value(jw)), 200, 0,
                        NULL);
 }
 
 enum MHD_Result api_shards_withdraw(struct request *r) {
-  enum MHD_Result res;
-  if (shard_owned(r, &res) != 0) return res;
   const char *reason = NULL;
   int purge = 1;
   if (r->json) {
@@ -220,6 +198,6 @@ enum MHD_Result api_shards_withdraw(struct request *r) {
     reason = json_string_value(jr);
     if (jp) purge = json_is_true(jp);
   }
-  struct actor who = actor_of(r);
+  struct actor who = auth_actor(r);
   return request_await(r, core_shard_withdraw_job(&who, r->path_id, reason, purge), 200, 0, NULL);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "http/auth.h"
 #include "core/shard_jobs.h"
 #include "core/app.h"
 #include "core/reads.h"
@@ -31,7 +32,7 @@ enum MHD_Result api_soup_history(struct request *r) {
 }
 
 enum MHD_Result api_soup_verify(struct request *r) {
-  struct actor who = {r->who.token_id, r->who.name, r->who.provider};
+  struct actor who = auth_actor(r);
   return request_await(r, core_soup_verify_job(&who), 200, 0, NULL);
 }
 

@@ -68,6 +68,7 @@ struct actor {
   int64_t token_id;
   const char *name;     /* "admin#1", "provider:acme#4" */
   const char *provider; /* owner name for new shards */
+  int admin;            /* may act on every shard; else only on its provider's */
 };
 
 /* The outcome of a failed operation; http/reply.c maps it to problem+json. */

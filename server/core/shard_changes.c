@@ -332,6 +332,11 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
     free(err);
     return -1;
   }
+  if (!who->admin && (!who->provider || !s.provider || strcmp(who->provider, s.provider) != 0)) {
+    fail(e, ERR_FORBIDDEN, "shard %lld belongs to another provider", (long long)id);
+    app_audit_denied(a, who, id, e->detail);
+    goto out;
+  }
   if (s.status != REGISTRY_SHARD_ACTIVE) {
     fail(e, ERR_CONFLICT, "shard %lld is already withdrawn", (long long)id);
     goto out;

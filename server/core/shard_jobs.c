@@ -15,6 +15,7 @@ enum shard_job_kind { JOB_REGISTER, JOB_WITHDRAW, JOB_REWEIGHT, JOB_VERIFY };
 struct shard_job {
   enum shard_job_kind kind;
   int64_t token_id;
+  int admin;
   char *actor_name, *provider; /* owned copies of the actor */
   struct shard_input in;       /* JOB_REGISTER: strings and metadata owned */
   int64_t id;                  /* JOB_WITHDRAW, JOB_REWEIGHT */
@@ -41,7 +42,7 @@ static void shard_job_free(void *arg) {
 static int shard_job_run(struct job *j, void *arg) {
   struct shard_job *s = arg;
   struct app *a = j->app;
-  struct actor who = {s->token_id, s->actor_name, s->provider};
+  struct actor who = {s->token_id, s->actor_name, s->provider, s->admin};
   struct op_error e = {0};
   json_t *result = NULL;
   int rc = -1;
@@ -71,7 +72,7 @@ static int shard_job_run(struct job *j, void *arg) {
 /* A job around s (taken over, freed on failure), or NULL when out of memory. */
 static struct job *shard_job_make(struct shard_job *s, const struct actor *who) {
   if (!s) return NULL;
-  s->token_id = who->token_id;
+  s->token_id = who->token_id, s->admin = who->admin;
   s->actor_name = dup_or_null(who->name);
   s->provider = dup_or_null(who->provider);
   struct job *j = (who->name && !s->actor_name) || (who->provider && !s->provider)

@@ -25,8 +25,8 @@ static enum role role_parse(const char *s) {
   return ROLE_NONE;
 }
 
-static struct actor actor_of(const struct request *r) {
-  struct actor a = {r->who.token_id, r->who.name, r->who.provider};
+struct actor auth_actor(const struct request *r) {
+  struct actor a = {r->who.token_id, r->who.name, r->who.provider, r->who.role == ROLE_ADMIN};
   return a;
 }
 
@@ -77,7 +77,7 @@ int auth_check(struct request *r, enum role min_role, enum MHD_Result *res) {
     char what[128];
     snprintf(what, sizeof what, "%s %s needs role %s", r->method, r->route->pattern,
              role_name(min_role));
-    struct actor a = actor_of(r);
+    struct actor a = auth_actor(r);
     app_audit_denied(r->app, &a, r->path_id, what);
     *res = reply_problemf(r, 403, "%s; this token has role %s", what, role_name(r->who.role));
     return -1;
@@ -85,14 +85,8 @@ int auth_check(struct request *r, enum role min_role, enum MHD_Result *res) {
   return 0;
 }
 
-int auth_owns(const struct request *r, const char *owner_provider) {
-  if (r->who.role == ROLE_ADMIN) return 1;
-  return r->who.role == ROLE_PROVIDER && owner_provider &&
-         strcmp(r->who.provider, owner_provider) == 0;
-}
-
 enum MHD_Result auth_deny(struct request *r, int64_t shard_id, const char *what) {
-  struct actor a = actor_of(r);
+  struct actor a = auth_actor(r);
   app_audit_denied(r->app, &a, shard_id, what);
   return reply_problemf(r, 403, "%s", what);
 }

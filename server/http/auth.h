@@ -7,8 +7,8 @@
 
 /* Fills r->who. Returns 0 if allowed; otherwise replies, sets *res, returns -1. */
 int auth_check(struct request *r, enum role min_role, enum MHD_Result *res);
-/* For ownership checks in handlers: admin, or the provider that owns it. */
-int auth_owns(const struct request *r, const char *owner_provider);
+/* The caller as core/ sees it (for authorization in jobs and the audit log). */
+struct actor auth_actor(const struct request *r);
 /* Replies 403 for an object the caller may not touch and records auth.denied. */
 enum MHD_Result auth_deny(struct request *r, int64_t shard_id, const char *what);
 const char *role_name(enum role role);
