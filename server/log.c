@@ -34,6 +34,16 @@ const char *log_request_id(void) {
   return t_req;
 }
 
+void log_time_now(char *out, size_t len) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char b[32];
+  strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out, len, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...) {
   static const char *tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
   if (lvl < g_level) return;
@@ -42,17 +52,12 @@ void log_msg(enum log_level lvl, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  char when[32];
-  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  char when[40];
+  log_time_now(when, sizeof when);
   pthread_mutex_lock(&g_mu);
   if (t_req[0])
-    fprintf(stderr, "%s.%03ldZ %s [req=%s] %s\n", when, ts.tv_nsec / 1000000, tags[lvl], t_req,
-            msg);
+    fprintf(stderr, "%s %s [req=%s] %s\n", when, tags[lvl], t_req, msg);
   else
-    fprintf(stderr, "%s.%03ldZ %s %s\n", when, ts.tv_nsec / 1000000, tags[lvl], msg);
+    fprintf(stderr, "%s %s %s\n", when, tags[lvl], msg);
   pthread_mutex_unlock(&g_mu);
 }

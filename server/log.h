@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -13,6 +14,8 @@ void log_set_level(enum log_level lvl);
 int log_level_parse(const char *s);
 void log_set_request_id(const char *id); /* NULL clears */
 const char *log_request_id(void);
+/* Now in RFC 3339 UTC with milliseconds ("2026-12-03T13:45:00.123Z"). */
+void log_time_now(char *out, size_t len);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

@@ -306,14 +306,10 @@ void app_update_times(struct app *a, struct update_times *t) {
 }
 
 void app_update_times_set(struct app *a, double ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  char b[32];
-  strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+  char now[40];
+  log_time_now(now, sizeof now);
   pthread_mutex_lock(&a->times_mu);
-  snprintf(a->updated_at, sizeof a->updated_at, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
+  snprintf(a->updated_at, sizeof a->updated_at, "%s", now);
   a->last_update_ms = ms;
   pthread_mutex_unlock(&a->times_mu);
 }
