@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "half_rules.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -55,16 +57,8 @@ static inline struct tensor tensor_view(enum dtype dt, int ndim, const int64_t *
   return t;
 }
 
-/* IEEE half and bfloat16 conversions (round to nearest even, NaN kept). */
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
-static inline float bf16_to_f32(uint16_t b) {
-  uint32_t u = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-uint16_t f32_to_bf16(float f);
+/* IEEE half and bfloat16 conversions (round to nearest even, NaN kept):
+ * f16_to_f32, bf16_to_f32, f32_to_f16, f32_to_bf16 in half_rules.h. */
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,8 @@
  * binary64 operation, so a GPU twin written from the same rules produces the
  * same accumulators and the same materialized bits:
  *  - q(w, F) = round_half_even(sig * 2^(exp2 + F)) from the significand and
- *    exponent bits of w (soup_q_parts);
+ *    exponent bits of w (soup_q_parts; every rule is in ../soup_rules.h,
+ *    which the CUDA twin compiles too);
  *  - materialize: x = (double)S; y = x / (double)K; z = y * 2^-F (exact);
  *    out = one round-to-nearest-even step from binary64 to the output dtype
  *    (hardware conversion for F32, integer code for F16/BF16).
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "../soup_backend.h"
+#include "../soup_rules.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "soup_cpu.c hashes int64 accumulators as stored: little-endian hosts only"
@@ -39,76 +41,6 @@
 #else
 #define SOUP_CLONES
 #endif
-
-/* round_half_even(sig * 2^sh) with sign; sig < 2^24. For sh > 0 the caller
- * guarantees the result fits (validated input); shifts are clamped so that
- * unvalidated input is merely wrong, never undefined. */
-static inline int64_t soup_q_parts(uint64_t sig, int64_t sh, uint64_t neg) {
-  int64_t l = sh > 0 ? sh : 0;
-  int64_t r = sh < 0 ? -sh : 0;
-  l = l < 39 ? l : 39;
-  r = r < 63 ? r : 63;
-  uint64_t v = sig << l;
-  /* t = v >> (r - 1) keeps the rounding bit; sticky: any bit below it. (No
-   * constant << variable: GCC 12 does not vectorize that form.) */
-  int64_t r1 = r > 0 ? r - 1 : 0;
-  uint64_t s1 = r > 0 ? 1 : 0;
-  uint64_t t = v >> r1;
-  uint64_t sticky = (t << r1) != v;
-  uint64_t kept = t >> s1;
-  uint64_t up = t & s1 & (sticky | kept);
-  int64_t q = (int64_t)(kept + up);
-  int64_t m = -(int64_t)neg; /* 0 or all ones */
-  return (q ^ m) - m;
-}
-
-/* Decoders: (sig, exp2, neg) with |w| = sig * 2^exp2. */
-static inline int64_t q_f16(uint64_t h, int64_t F) {
-  uint64_t e = (h >> 10) & 31, m = h & 1023;
-  uint64_t sig = e ? (m | 1024) : m;
-  int64_t ex = (int64_t)(e ? e : 1) - 25;
-  return soup_q_parts(sig, ex + F, h >> 15);
-}
-static inline int64_t q_bf16(uint64_t b, int64_t F) {
-  uint64_t e = (b >> 7) & 255, m = b & 127;
-  uint64_t sig = e ? (m | 128) : m;
-  int64_t ex = (int64_t)(e ? e : 1) - 134;
-  return soup_q_parts(sig, ex + F, b >> 15);
-}
-static inline int64_t q_f32(uint64_t u, int64_t F) {
-  uint64_t e = (u >> 23) & 255, m = u & 0x7fffff;
-  uint64_t sig = e ? (m | 0x800000) : m;
-  int64_t ex = (int64_t)(e ? e : 1) - 150;
-  return soup_q_parts(sig, ex + F, u >> 31);
-}
-
-/* binary64 -> a 16-bit float with mbits mantissa bits and minimum normal
- * exponent emin, rounded to nearest even in one step (z finite). */
-static inline uint16_t soup_d_to_small(double z, int64_t mbits, int64_t emin, uint64_t inf_bits) {
-  uint64_t u;
-  memcpy(&u, &z, 8);
-  uint64_t sign = u >> 63, a = u & 0x7fffffffffffffffull;
-  int64_t E = (int64_t)(a >> 52) - 1023;
-  uint64_t sig = (a & 0xfffffffffffffull) | (1ull << 52);
-  int64_t sub = emin - E;
-  sub = sub > 0 ? sub : 0;
-  int64_t sh = 52 - mbits + sub;
-  sh = sh > 63 ? 63 : sh;
-  uint64_t t = sig >> (sh - 1); /* sh >= 42: kept bits and the rounding bit */
-  uint64_t sticky = (t << (sh - 1)) != sig;
-  uint64_t kept = t >> 1;
-  kept += t & 1 & (sticky | kept);
-  uint64_t base = E >= emin ? (uint64_t)(E - emin) << mbits : 0;
-  uint64_t r = base + kept;
-  r = r > inf_bits ? inf_bits : r;
-  return (uint16_t)(r | (sign << 15));
-}
-static inline uint16_t d_to_f16(double z) {
-  return soup_d_to_small(z, 10, -14, 0x7c00);
-}
-static inline uint16_t d_to_bf16(double z) {
-  return soup_d_to_small(z, 7, -126, 0x7f80);
-}
 
 /* Sources may be unaligned (safetensors offsets are arbitrary): load through
  * memcpy, which compiles to plain (vector) loads. */
@@ -127,15 +59,15 @@ static inline uint64_t ld32(const unsigned char *p, int64_t i) {
 
 SOUP_CLONES static void acc_f16(int64_t *restrict acc, const unsigned char *restrict s, int64_t n,
                                 int64_t F, int64_t kq) {
-  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f16(ld16(s, i), F);
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * soup_q_f16(ld16(s, i), F);
 }
 SOUP_CLONES static void acc_bf16(int64_t *restrict acc, const unsigned char *restrict s, int64_t n,
                                  int64_t F, int64_t kq) {
-  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_bf16(ld16(s, i), F);
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * soup_q_bf16(ld16(s, i), F);
 }
 SOUP_CLONES static void acc_f32(int64_t *restrict acc, const unsigned char *restrict s, int64_t n,
                                 int64_t F, int64_t kq) {
-  for (int64_t i = 0; i < n; i++) acc[i] += kq * q_f32(ld32(s, i), F);
+  for (int64_t i = 0; i < n; i++) acc[i] += kq * soup_q_f32(ld32(s, i), F);
 }
 
 /* ---- materialize: out = round(((double)S / K) * 2^-F) ---- */
@@ -155,43 +87,14 @@ SOUP_CLONES static void mat_f32(float *restrict out, const int64_t *restrict acc
 }
 SOUP_CLONES static void mat_f16(uint16_t *restrict out, const int64_t *restrict acc, int64_t n,
                                 double Kd, double scale) {
-  for (int64_t i = 0; i < n; i++) out[i] = d_to_f16((i64_to_f64(acc[i]) / Kd) * scale);
+  for (int64_t i = 0; i < n; i++) out[i] = soup_d_to_f16((i64_to_f64(acc[i]) / Kd) * scale);
 }
 SOUP_CLONES static void mat_bf16(uint16_t *restrict out, const int64_t *restrict acc, int64_t n,
                                  double Kd, double scale) {
-  for (int64_t i = 0; i < n; i++) out[i] = d_to_bf16((i64_to_f64(acc[i]) / Kd) * scale);
+  for (int64_t i = 0; i < n; i++) out[i] = soup_d_to_bf16((i64_to_f64(acc[i]) / Kd) * scale);
 }
 
 /* ---- validation ---- */
-
-/* |w| as a double from the absolute bits of a dtype value. */
-static double abs_value(enum dtype dt, uint32_t absbits) {
-  if (dt == DT_F16) {
-    uint32_t e = absbits >> 10, m = absbits & 1023;
-    return e ? ldexp((double)(m | 1024), (int)e - 25) : ldexp((double)m, -24);
-  }
-  uint32_t u = dt == DT_BF16 ? absbits << 16 : absbits;
-  float f;
-  memcpy(&f, &u, 4);
-  return (double)f;
-}
-
-/* Largest absolute bit pattern that is finite with |q| <= SOUP_Q_LIMIT, i.e.
- * |w| * 2^F <= 2^36 + 1/2 (a tie there rounds to the even 2^36). Absolute bit
- * patterns are ordered like magnitudes, so validity is absbits <= limit. */
-static uint32_t valid_limit(enum dtype dt, int F) {
-  uint32_t lo = 0, hi = dt == DT_F16 ? 0x7bff : dt == DT_BF16 ? 0x7f7f : 0x7f7fffff;
-  double cap = ldexp(1.0, SOUP_Q_LIMIT_BITS) + 0.5;
-  if (ldexp(abs_value(dt, hi), F) <= cap) return hi;
-  while (hi - lo > 1) { /* invariant: lo valid, hi invalid */
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (ldexp(abs_value(dt, mid), F) <= cap)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  return lo;
-}
 
 SOUP_CLONES static uint32_t absmax16(const unsigned char *restrict s, int64_t n) {
   uint16_t mx = 0;
@@ -211,7 +114,7 @@ SOUP_CLONES static uint32_t absmax32(const unsigned char *restrict s, int64_t n)
 }
 
 static int cpu_validate(const void *src, enum dtype dt, int64_t n, int F, int64_t *bad) {
-  uint32_t lim = valid_limit(dt, F);
+  uint32_t lim = soup_valid_limit(dt, F);
   uint32_t mx = dt == DT_F32 ? absmax32(src, n) : absmax16(src, n);
   if (mx <= lim) return 0;
   for (int64_t i = 0; i < n; i++) {
@@ -315,9 +218,9 @@ static int cpu_convert(void *out, enum dtype out_dt, const void *src, enum dtype
     else if (!isfinite(z)) /* NaN/Inf in the base: keep it */
       ((uint16_t *)out)[i] = out_dt == DT_F16 ? f32_to_f16((float)z) : f32_to_bf16((float)z);
     else if (out_dt == DT_F16)
-      ((uint16_t *)out)[i] = d_to_f16(z);
+      ((uint16_t *)out)[i] = soup_d_to_f16(z);
     else if (out_dt == DT_BF16)
-      ((uint16_t *)out)[i] = d_to_bf16(z);
+      ((uint16_t *)out)[i] = soup_d_to_bf16(z);
     else
       return -1;
   }
@@ -381,13 +284,13 @@ int64_t soup_cpu_q(enum dtype dt, uint32_t bits, int F);
 uint16_t soup_cpu_d_to_f16(double z);
 uint16_t soup_cpu_d_to_bf16(double z);
 int64_t soup_cpu_q(enum dtype dt, uint32_t bits, int F) {
-  return dt == DT_F16    ? q_f16((uint16_t)bits, F)
-         : dt == DT_BF16 ? q_bf16((uint16_t)bits, F)
-                         : q_f32(bits, F);
+  return dt == DT_F16    ? soup_q_f16((uint16_t)bits, F)
+         : dt == DT_BF16 ? soup_q_bf16((uint16_t)bits, F)
+                         : soup_q_f32(bits, F);
 }
 uint16_t soup_cpu_d_to_f16(double z) {
-  return d_to_f16(z);
+  return soup_d_to_f16(z);
 }
 uint16_t soup_cpu_d_to_bf16(double z) {
-  return d_to_bf16(z);
+  return soup_d_to_bf16(z);
 }

@@ -249,7 +249,7 @@ __global__ void convert_kernel(void *dst, int dd, const void *src, int sd, int64
     if (dd == DT_F32)
       ((float *)dst)[i] = f;
     else
-      ((uint16_t *)dst)[i] = dd == DT_F16 ? cu_f32_to_f16(f) : cu_f32_to_bf16(f);
+      ((uint16_t *)dst)[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
   }
 }
 
@@ -353,12 +353,12 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
   for (int64_t i = 0; i < n; i++) {
     if (fs && fd) {
       float f = sd == DT_F32   ? ((const float *)src)[i]
-                : sd == DT_F16 ? cu_f16_to_f32(((const uint16_t *)src)[i])
-                               : cu_bf16_to_f32(((const uint16_t *)src)[i]);
+                : sd == DT_F16 ? f16_to_f32(((const uint16_t *)src)[i])
+                               : bf16_to_f32(((const uint16_t *)src)[i]);
       if (dd == DT_F32)
         ((float *)dst)[i] = f;
       else
-        ((uint16_t *)dst)[i] = dd == DT_F16 ? cu_f32_to_f16(f) : cu_f32_to_bf16(f);
+        ((uint16_t *)dst)[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
     } else if (sd == DT_I32 && dd == DT_I64) {
       ((int64_t *)dst)[i] = ((const int32_t *)src)[i];
     } else if (sd == DT_I64 && dd == DT_I32) {
@@ -371,7 +371,7 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
       if (dd == DT_F32)
         ((float *)dst)[i] = f;
       else
-        ((uint16_t *)dst)[i] = dd == DT_F16 ? cu_f32_to_f16(f) : cu_f32_to_bf16(f);
+        ((uint16_t *)dst)[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
     } else {
       return cuda_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, cu_dtype_name(sd),
                        cu_dtype_name(dd));

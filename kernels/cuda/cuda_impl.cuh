@@ -159,57 +159,13 @@ static inline int cu_is_float(enum dtype dt) {
   return dt == DT_F32 || dt == DT_F16 || dt == DT_BF16;
 }
 
-/* f32 bits <-> f16/bf16 bits with the exact rules of kernels/tensor.c
- * (round to nearest even, NaN kept quiet, overflow to Inf); host and device. */
-__host__ __device__ static inline float cu_bits_f32(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-__host__ __device__ static inline uint32_t cu_f32_bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-}
-__host__ __device__ static inline float cu_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, em = h & 0x7fff;
-  if (em >= 0x7c00) return cu_bits_f32(sign | 0x7f800000u | ((em & 0x3ff) << 13));
-  /* exact: the bits moved to float position scaled by 2^112 */
-  float f = cu_bits_f32(em << 13) * 5.192296858534828e33f; /* 2^112 */
-  return cu_bits_f32(cu_f32_bits(f) | sign);
-}
-__host__ __device__ static inline float cu_bf16_to_f32(uint16_t b) {
-  return cu_bits_f32((uint32_t)b << 16);
-}
-__host__ __device__ static inline uint16_t cu_f32_to_f16(float f) {
-  uint32_t u = cu_f32_bits(f);
-  uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
-  uint32_t a = u & 0x7fffffffu;
-  if (a >= 0x7f800000u) return sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0);
-  if (a >= 0x477ff000u) return sign | 0x7c00;
-  if (a < 0x38800000u) {
-    if (a < 0x33000000u) return sign;
-    uint32_t e = a >> 23, m = (a & 0x7fffff) | 0x800000;
-    uint32_t shift = 126 - e;
-    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (q & 1))) q++;
-    return sign | (uint16_t)q;
-  }
-  uint32_t q = ((a >> 13) - (112u << 10)), rem = a & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (q & 1))) q++;
-  return sign | (uint16_t)q;
-}
-__host__ __device__ static inline uint16_t cu_f32_to_bf16(float f) {
-  uint32_t u = cu_f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  u += 0x7fff + ((u >> 16) & 1);
-  return (uint16_t)(u >> 16);
-}
+/* f32 bits <-> f16/bf16 bits: kernels/half_rules.h (via tensor.h), the same
+ * code the CPU compiles. */
 /* element i of a float-typed buffer as F32 */
 __device__ static inline float cu_load(const void *p, int dt, int64_t i) {
   if (dt == DT_F32) return ((const float *)p)[i];
-  if (dt == DT_F16) return cu_f16_to_f32(((const uint16_t *)p)[i]);
-  return cu_bf16_to_f32(((const uint16_t *)p)[i]);
+  if (dt == DT_F16) return f16_to_f32(((const uint16_t *)p)[i]);
+  return bf16_to_f32(((const uint16_t *)p)[i]);
 }
 
 /* ---- launch helpers ---- */

@@ -1,8 +1,8 @@
 /* soup_cuda.cu: the soup ops (kernels/soup_backend.h) on the GPU.
  *
  * Same bits as kernels/cpu/soup_cpu.c, by construction:
- *  - q(w, F) is the same integer code (soup_q_parts and the decoders are
- *    copies of the CPU's, compiled for host and device);
+ *  - q(w, F) is the same integer code (soup_q_parts and the decoders are the
+ *    CPU's own, kernels/soup_rules.h, compiled for host and device);
  *  - materialize is __ll2double_rn, __ddiv_rn, __dmul_rn (each correctly
  *    rounded, no contraction possible) and then __double2float_rn for F32 or
  *    the CPU's integer binary64 -> F16/BF16 rounding;
@@ -35,65 +35,12 @@
 #include <unistd.h>
 
 #include "cuda_impl.cuh"
+#include "kernels/soup_rules.h"
 
 #define SOUP_CUDA_MAX_SLOTS 16
 #define SOUP_CHUNK ((int64_t)1 << 20) /* elements per pipeline step */
 
-/* ---- the bit rules (copies of soup_cpu.c) ---- */
-
-__host__ __device__ static inline int64_t soup_q_parts(uint64_t sig, int64_t sh, uint64_t neg) {
-  int64_t l = sh > 0 ? sh : 0;
-  int64_t r = sh < 0 ? -sh : 0;
-  l = l < 39 ? l : 39;
-  r = r < 63 ? r : 63;
-  uint64_t v = sig << l;
-  int64_t r1 = r > 0 ? r - 1 : 0;
-  uint64_t s1 = r > 0 ? 1 : 0;
-  uint64_t t = v >> r1;
-  uint64_t sticky = (t << r1) != v;
-  uint64_t kept = t >> s1;
-  uint64_t up = t & s1 & (sticky | kept);
-  int64_t q = (int64_t)(kept + up);
-  int64_t m = -(int64_t)neg;
-  return (q ^ m) - m;
-}
-__host__ __device__ static inline int64_t q_f16(uint64_t h, int64_t F) {
-  uint64_t e = (h >> 10) & 31, m = h & 1023;
-  uint64_t sig = e ? (m | 1024) : m;
-  int64_t ex = (int64_t)(e ? e : 1) - 25;
-  return soup_q_parts(sig, ex + F, h >> 15);
-}
-__host__ __device__ static inline int64_t q_bf16(uint64_t b, int64_t F) {
-  uint64_t e = (b >> 7) & 255, m = b & 127;
-  uint64_t sig = e ? (m | 128) : m;
-  int64_t ex = (int64_t)(e ? e : 1) - 134;
-  return soup_q_parts(sig, ex + F, b >> 15);
-}
-__host__ __device__ static inline int64_t q_f32(uint64_t u, int64_t F) {
-  uint64_t e = (u >> 23) & 255, m = u & 0x7fffff;
-  uint64_t sig = e ? (m | 0x800000) : m;
-  int64_t ex = (int64_t)(e ? e : 1) - 150;
-  return soup_q_parts(sig, ex + F, u >> 31);
-}
-__device__ static inline uint16_t soup_d_to_small(double z, int64_t mbits, int64_t emin,
-                                                  uint64_t inf_bits) {
-  uint64_t u = (uint64_t)__double_as_longlong(z);
-  uint64_t sign = u >> 63, a = u & 0x7fffffffffffffffull;
-  int64_t E = (int64_t)(a >> 52) - 1023;
-  uint64_t sig = (a & 0xfffffffffffffull) | (1ull << 52);
-  int64_t sub = emin - E;
-  sub = sub > 0 ? sub : 0;
-  int64_t sh = 52 - mbits + sub;
-  sh = sh > 63 ? 63 : sh;
-  uint64_t t = sig >> (sh - 1);
-  uint64_t sticky = (t << (sh - 1)) != sig;
-  uint64_t kept = t >> 1;
-  kept += t & 1 & (sticky | kept);
-  uint64_t base = E >= emin ? (uint64_t)(E - emin) << mbits : 0;
-  uint64_t r = base + kept;
-  r = r > inf_bits ? inf_bits : r;
-  return (uint16_t)(r | (sign << 15));
-}
+/* ---- the bit rules: kernels/soup_rules.h, the CPU's own copy ---- */
 
 __device__ static inline void mat_one(void *out, int odt, int64_t i, int64_t s, double Kd,
                                       double scale) {
@@ -101,18 +48,18 @@ __device__ static inline void mat_one(void *out, int odt, int64_t i, int64_t s, 
   if (odt == DT_F32)
     ((float *)out)[i] = __double2float_rn(z);
   else if (odt == DT_F16)
-    ((uint16_t *)out)[i] = soup_d_to_small(z, 10, -14, 0x7c00);
+    ((uint16_t *)out)[i] = soup_d_to_f16(z);
   else
-    ((uint16_t *)out)[i] = soup_d_to_small(z, 7, -126, 0x7f80);
+    ((uint16_t *)out)[i] = soup_d_to_bf16(z);
 }
 
 /* acc[i] += kq * q(src[i], F); then, if out, out[i] = materialize(acc[i]) */
 __global__ void soup_accumulate_kernel(int64_t *acc, const void *src, int sdt, int64_t n, int64_t F,
                                        int64_t kq, void *out, int odt, double Kd, double scale) {
   CU_FOR(i, n) {
-    int64_t q = sdt == DT_F16    ? q_f16(((const uint16_t *)src)[i], F)
-                : sdt == DT_BF16 ? q_bf16(((const uint16_t *)src)[i], F)
-                                 : q_f32(((const uint32_t *)src)[i], F);
+    int64_t q = sdt == DT_F16    ? soup_q_f16(((const uint16_t *)src)[i], F)
+                : sdt == DT_BF16 ? soup_q_bf16(((const uint16_t *)src)[i], F)
+                                 : soup_q_f32(((const uint32_t *)src)[i], F);
     int64_t s = (int64_t)((uint64_t)acc[i] + (uint64_t)kq * (uint64_t)q); /* wraps as the CPU */
     acc[i] = s;
     if (out) mat_one(out, odt, i, s, Kd, scale);
@@ -132,11 +79,11 @@ __global__ void soup_convert_kernel(void *out, int odt, const void *src, int sdt
     if (odt == DT_F32)
       ((float *)out)[i] = f;
     else if (!isfinite(z))
-      ((uint16_t *)out)[i] = odt == DT_F16 ? cu_f32_to_f16(f) : cu_f32_to_bf16(f);
+      ((uint16_t *)out)[i] = odt == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
     else if (odt == DT_F16)
-      ((uint16_t *)out)[i] = soup_d_to_small(z, 10, -14, 0x7c00);
+      ((uint16_t *)out)[i] = soup_d_to_f16(z);
     else
-      ((uint16_t *)out)[i] = soup_d_to_small(z, 7, -126, 0x7f80);
+      ((uint16_t *)out)[i] = soup_d_to_bf16(z);
   }
 }
 
@@ -445,29 +392,6 @@ static int cuda_soup_hash(const int64_t *acc, int64_t n, uint8_t digest[32]) {
 
 /* ---- validate (host, the CPU's rule) ---- */
 
-static double abs_value(enum dtype dt, uint32_t absbits) {
-  if (dt == DT_F16) {
-    uint32_t e = absbits >> 10, m = absbits & 1023;
-    return e ? ldexp((double)(m | 1024), (int)e - 25) : ldexp((double)m, -24);
-  }
-  uint32_t u = dt == DT_BF16 ? absbits << 16 : absbits;
-  return (double)cu_bits_f32(u);
-}
-
-static uint32_t valid_limit(enum dtype dt, int F) {
-  uint32_t lo = 0, hi = dt == DT_F16 ? 0x7bff : dt == DT_BF16 ? 0x7f7f : 0x7f7fffff;
-  double cap = ldexp(1.0, SOUP_Q_LIMIT_BITS) + 0.5;
-  if (ldexp(abs_value(dt, hi), F) <= cap) return hi;
-  while (hi - lo > 1) {
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (ldexp(abs_value(dt, mid), F) <= cap)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  return lo;
-}
-
 static uint32_t absmax16(const uint16_t *__restrict__ s, int64_t n) {
   uint16_t mx = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -492,7 +416,7 @@ static int cuda_soup_validate(const void *src, enum dtype dt, int64_t n, int F, 
     *bad = 0;
     return 1;
   }
-  uint32_t lim = valid_limit(dt, F);
+  uint32_t lim = soup_valid_limit(dt, F);
   uint32_t mx =
       dt == DT_F32 ? absmax32((const uint32_t *)src, n) : absmax16((const uint16_t *)src, n);
   if (mx <= lim) return 0;
