@@ -14,6 +14,7 @@
  * CLIPTextConfig defaults; every tensor shape is checked against the config.
  */
 #include "clip_text.h"
+#include "formats/json_file.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -194,7 +195,7 @@ static int read_config(const char *dir, struct clip_text_config *c, char **err) 
   char *path = fmt_err("%s/config.json", dir);
   if (!path) return -ENOMEM;
   json_error_t je;
-  json_t *cfg = json_load_file(path, 0, &je);
+  json_t *cfg = json_file_load(path, 0, &je);
   free(path);
   if (!cfg || !json_is_object(cfg)) {
     *err = fmt_err("text_encoder/config.json: %s", cfg ? "not a JSON object" : je.text);

@@ -6,6 +6,7 @@
  * Invariant after sched_new: timesteps[n_ts], t_int[n_ts] and, for the
  * sigma families, sigmas[n_ts + 1] are set and never change. */
 #include "sched_impl.h"
+#include "formats/json_file.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -47,7 +48,8 @@ static const json_t *cfg_get(const json_t *cfg, const char *key) {
 
 static double cfg_num(const json_t *cfg, const char *key, double def) {
   const json_t *v = cfg_get(cfg, key);
-  return (v && json_is_number(v)) ? json_number_value(v) : def;
+  double x;
+  return (v && json_file_number(v, &x)) ? x : def;
 }
 
 static int cfg_bool(const json_t *cfg, const char *key, int def) {

@@ -30,6 +30,7 @@
  * (direct-mapped, TOK_CACHE_SLOTS entries, one mutex).
  */
 #include "tokenizer.h"
+#include "formats/json_file.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -119,7 +120,7 @@ static const struct merge_entry *merge_find(const struct tokenizer *t, int32_t a
 
 static int load_vocab(struct tokenizer *t, const char *path, char **err) {
   json_error_t je;
-  json_t *root = json_load_file(path, 0, &je);
+  json_t *root = json_file_load(path, 0, &je);
   if (!root || !json_is_object(root)) {
     *err = fmt_err("tokenizer/vocab.json: %s", root ? "not a JSON object" : je.text);
     json_decref(root);
@@ -240,7 +241,7 @@ static int spec_from_json(json_t *v, struct tok_spec *s) {
 static json_t *load_json_opt(const char *dir, const char *name) {
   char *path = fmt_err("%s/%s", dir, name);
   if (!path) return NULL;
-  json_t *j = json_load_file(path, 0, NULL);
+  json_t *j = json_file_load(path, 0, NULL);
   free(path);
   if (j && !json_is_object(j)) {
     json_decref(j);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "formats/keymap_ldm.h"
+#include "formats/json_file.h"
 #include "formats/safetensors.h"
 #include "log.h"
 #include "unet_impl.h"
@@ -202,7 +203,7 @@ int unet_load(const char *dir, struct backend *be, struct unet **out, char **err
     goto done;
   }
   json_error_t je;
-  j = json_load_file(cfg_path, 0, &je);
+  j = json_file_load(cfg_path, 0, &je);
   if (!j) {
     *err = unet_strf("unet: unet/config.json: %s (line %d)", je.text, je.line);
     goto done;

@@ -6,6 +6,7 @@
  * Downsample2D with padding=0): the backend conv2d pads symmetrically, so
  * the pad is built with permute + concat_channels against a zero tensor. */
 #include "vae_impl.h"
+#include "formats/json_file.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -315,7 +316,7 @@ int vae_load(const char *dir, struct backend *be, struct vae **out, char **err) 
   v->be = be;
   snprintf(path, sizeof path, "%s/config.json", dir);
   json_error_t je;
-  cfg = json_load_file(path, 0, &je);
+  cfg = json_file_load(path, 0, &je);
   if (!json_is_object(cfg)) {
     vae_errf(err, "vae: config.json: %s", cfg ? "not an object" : je.text);
     goto cleanup;

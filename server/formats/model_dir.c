@@ -7,6 +7,7 @@
  * Errors name the file relative to the model root, never the server path.
  */
 #include "model_dir.h"
+#include "formats/json_file.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -52,7 +53,7 @@ int model_dir_read_json(const struct model_dir *md, const char *rel, json_t **ou
     return model_dir_fail(err, "model folder: %s is not a regular file", rel);
   }
   json_error_t jerr;
-  json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+  json_t *j = json_file_load(path, JSON_REJECT_DUPLICATES, &jerr);
   free(path);
   if (!j)
     return model_dir_fail(err, "model folder: %s is not valid JSON: %s (line %d)", rel, jerr.text,

@@ -1,0 +1,41 @@
+"""Model folders as current diffusers saves them (issue 11, first part):
+Python's non-standard JSON numbers in a config. Real daemon, real folder."""
+import io
+import json
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from conftest import MODEL, Client, Daemon
+
+BODY = {"prompt": "a red circle", "seed": 7, "steps": 4, "width": 64, "height": 64}
+
+
+def png_from(tmp_path, name, model):
+    d = Daemon(tmp_path / name, extra=["--model", str(model)]).start()
+    try:
+        c = Client(d, d.admin_token())
+        r = c.post("/generate", json=BODY, headers={"Accept": "image/png"})
+        assert r.status_code == 200, r.text
+        # pixels: the PNG's text names the model folder, which differs here
+        return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    finally:
+        d.stop()
+
+
+def test_scheduler_config_with_python_nonfinite_numbers(tmp_path):
+    """diffusers writes `"lambda_min_clipped": -Infinity` (and Python writes
+    NaN and Infinity bare): the folder loads, and the image is the same as
+    the one from the folder without them."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODEL, folder)
+    cfg_path = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update({"lambda_min_clipped": float("-inf"), "some_nan": float("nan"),
+                "some_inf": float("inf"), "note": "NaN and Infinity stay text here"})
+    text = json.dumps(cfg, indent=2)  # Python's own writer: bare -Infinity, NaN, Infinity
+    assert "-Infinity" in text and "NaN," in text
+    cfg_path.write_text(text)
+    odd, plain = png_from(tmp_path, "odd", folder), png_from(tmp_path, "plain", MODEL)
+    assert odd.shape == plain.shape and (odd == plain).all()
