@@ -36,8 +36,10 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tokenizer_impl.h"
 
@@ -118,12 +120,10 @@ static const struct merge_entry *merge_find(const struct tokenizer *t, int32_t a
 
 /* ---- loading ---- */
 
-static int load_vocab(struct tokenizer *t, const char *path, char **err) {
-  json_error_t je;
-  json_t *root = json_file_load(path, 0, &je);
-  if (!root || !json_is_object(root)) {
-    *err = fmt_err("tokenizer/vocab.json: %s", root ? "not a JSON object" : je.text);
-    json_decref(root);
+/* The vocabulary from a JSON object {token: id}; what names its file. */
+static int load_vocab_obj(struct tokenizer *t, json_t *root, const char *what, char **err) {
+  if (!json_is_object(root)) {
+    *err = fmt_err("%s: the vocabulary is not a JSON object", what);
     return -EINVAL;
   }
   size_t n = json_object_size(root), bytes = 0;
@@ -135,7 +135,6 @@ static int load_vocab(struct tokenizer *t, const char *path, char **err) {
   t->vocab = calloc(t->vocab_cap, sizeof *t->vocab);
   t->strings = malloc(bytes + 1);
   if (!t->vocab || !t->strings) {
-    json_decref(root);
     *err = fmt_err("out of memory");
     return -ENOMEM;
   }
@@ -143,7 +142,7 @@ static int load_vocab(struct tokenizer *t, const char *path, char **err) {
   int rc = 0;
   json_object_foreach(root, k, v) {
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX) {
-      *err = fmt_err("tokenizer/vocab.json: id of \"%s\" is not a non-negative integer", k);
+      *err = fmt_err("%s: id of \"%s\" is not a non-negative integer", what, k);
       rc = -EINVAL;
       break;
     }
@@ -155,16 +154,24 @@ static int load_vocab(struct tokenizer *t, const char *path, char **err) {
     t->vocab[i].id = (int32_t)json_integer_value(v);
     p += len + 1;
   }
+  return rc;
+}
+
+static int load_vocab(struct tokenizer *t, const char *path, char **err) {
+  json_error_t je;
+  json_t *root = json_file_load(path, 0, &je);
+  if (!root) {
+    *err = fmt_err("tokenizer/vocab.json: %s", je.text);
+    return -EINVAL;
+  }
+  int rc = load_vocab_obj(t, root, "tokenizer/vocab.json", err);
   json_decref(root);
   return rc;
 }
 
-static int load_merges(struct tokenizer *t, const char *path, char **err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    *err = fmt_err("tokenizer/merges.txt: cannot open");
-    return -ENOENT;
-  }
+/* Merges, one "a b" a line (a "#version" line skipped), ranked in order;
+ * closes f. */
+static int load_merges_fp(struct tokenizer *t, FILE *f, const char *what, char **err) {
   char *line = NULL;
   size_t cap = 0, count = 0, lineno = 0;
   ssize_t len;
@@ -188,7 +195,7 @@ static int load_merges(struct tokenizer *t, const char *path, char **err) {
     char *sp = strchr(line, ' ');
     if (!sp || sp == line || sp[1] == 0 || strchr(sp + 1, ' ')) {
       rc = -EINVAL;
-      *err = fmt_err("tokenizer/merges.txt: line %zu is not \"a b\"", lineno);
+      *err = fmt_err("%s: merge %zu is not \"a b\"", what, lineno);
       goto cleanup;
     }
     *sp = 0;
@@ -200,7 +207,7 @@ static int load_merges(struct tokenizer *t, const char *path, char **err) {
     int32_t iab = vocab_find(t, line, la + lb);
     if (ia < 0 || ib < 0 || iab < 0) {
       rc = -EINVAL;
-      *err = fmt_err("tokenizer/merges.txt: line %zu uses a token missing from vocab.json", lineno);
+      *err = fmt_err("%s: merge %zu uses a token missing from the vocabulary", what, lineno);
       goto cleanup;
     }
     uint64_t key = (((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib) + 1;
@@ -215,6 +222,87 @@ cleanup:
   free(line);
   fclose(f);
   return rc;
+}
+
+static int load_merges(struct tokenizer *t, const char *path, char **err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    *err = fmt_err("tokenizer/merges.txt: cannot open");
+    return -ENOENT;
+  }
+  return load_merges_fp(t, f, "tokenizer/merges.txt", err);
+}
+
+/* transformers 5 saves a CLIP tokenizer as tokenizer/tokenizer.json alone:
+ * {"model": {"type": "BPE", "vocab": {...}, "merges": ["a b" | ["a", "b"], ...]}}. */
+static int load_tokenizer_json(struct tokenizer *t, const char *path, char **err) {
+  static const char *what = "tokenizer/tokenizer.json";
+  json_error_t je;
+  json_t *root = json_file_load(path, 0, &je);
+  if (!root) {
+    *err = fmt_err("%s: %s", what, je.text);
+    return -EINVAL;
+  }
+  json_t *model = json_object_get(root, "model");
+  json_t *type = json_object_get(model, "type"), *merges = json_object_get(model, "merges");
+  int rc = -EINVAL;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *mem = NULL;
+  if (!json_is_object(model) || !json_is_string(type) || strcmp(json_string_value(type), "BPE")) {
+    *err = fmt_err("%s: model.type is not \"BPE\" (a CLIP tokenizer is BPE)", what);
+    goto out;
+  }
+  if ((rc = load_vocab_obj(t, json_object_get(model, "vocab"), what, err))) goto out;
+  rc = -EINVAL;
+  if (!json_is_array(merges)) {
+    *err = fmt_err("%s: model.merges is not a list", what);
+    goto out;
+  }
+  mem = open_memstream(&buf, &len);
+  if (!mem) {
+    rc = -ENOMEM;
+    *err = fmt_err("out of memory");
+    goto out;
+  }
+  size_t i;
+  json_t *m;
+  json_array_foreach(merges, i, m) {
+    const char *a = json_string_value(json_array_get(m, 0));
+    const char *b = json_string_value(json_array_get(m, 1));
+    if (json_is_string(m)) /* "a b" (tokenizers before 0.20) */
+      fprintf(mem, "%s\n", json_string_value(m));
+    else if (json_is_array(m) && json_array_size(m) == 2 && a && b)
+      fprintf(mem, "%s %s\n", a, b);
+    else {
+      fclose(mem);
+      *err = fmt_err("%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", what, i + 1);
+      goto out;
+    }
+  }
+  if (fclose(mem) != 0) {
+    rc = -ENOMEM;
+    *err = fmt_err("out of memory");
+    goto out;
+  }
+  FILE *f = fmemopen(buf, len, "rb");
+  if (!f) {
+    rc = -ENOMEM;
+    *err = fmt_err("out of memory");
+    goto out;
+  }
+  rc = load_merges_fp(t, f, what, err);
+out:
+  free(buf);
+  json_decref(root);
+  return rc;
+}
+
+static int file_exists(const char *dir, const char *name) {
+  char *p = fmt_err("%s/%s", dir, name);
+  int ok = p && access(p, F_OK) == 0;
+  free(p);
+  return ok;
 }
 
 /* A special-token entry of the JSON files: a string, or an object with
@@ -329,11 +417,16 @@ int tokenizer_load(const char *dir, struct tokenizer **out, char **err) {
   int rc = -ENOMEM;
   if (!t) goto fail;
   pthread_mutex_init(&t->cache_lock, NULL);
-  if (!(path = fmt_err("%s/vocab.json", dir))) goto fail;
-  if ((rc = load_vocab(t, path, err))) goto fail;
-  free(path);
-  if (!(path = fmt_err("%s/merges.txt", dir))) goto fail;
-  if ((rc = load_merges(t, path, err))) goto fail;
+  if (!file_exists(dir, "vocab.json") && file_exists(dir, "tokenizer.json")) {
+    if (!(path = fmt_err("%s/tokenizer.json", dir))) goto fail;
+    if ((rc = load_tokenizer_json(t, path, err))) goto fail;
+  } else {
+    if (!(path = fmt_err("%s/vocab.json", dir))) goto fail;
+    if ((rc = load_vocab(t, path, err))) goto fail;
+    free(path);
+    if (!(path = fmt_err("%s/merges.txt", dir))) goto fail;
+    if ((rc = load_merges(t, path, err))) goto fail;
+  }
   if ((rc = load_specials(t, dir, err))) goto fail;
   for (int b = 0; b < 256; b++) {
     char s[16];

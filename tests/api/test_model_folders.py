@@ -39,3 +39,16 @@ def test_scheduler_config_with_python_nonfinite_numbers(tmp_path):
     cfg_path.write_text(text)
     odd, plain = png_from(tmp_path, "odd", folder), png_from(tmp_path, "plain", MODEL)
     assert odd.shape == plain.shape and (odd == plain).all()
+
+
+def test_tokenizer_saved_as_tokenizer_json_alone(tmp_path):
+    """transformers 5 saves the CLIP tokenizer as tokenizer.json (plus
+    tokenizer_config.json) only: the daemon serves such a folder, with the
+    same image as the original folder."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODEL, folder)
+    shutil.rmtree(folder / "tokenizer")
+    shutil.copytree(MODEL.parent / "text" / "sd2-tokenizer-json", folder / "tokenizer")
+    assert not (folder / "tokenizer" / "vocab.json").exists()
+    odd, plain = png_from(tmp_path, "tj", folder), png_from(tmp_path, "plain", MODEL)
+    assert odd.shape == plain.shape and (odd == plain).all()

@@ -109,6 +109,22 @@ static void test_sd2_hub(void **state) {
   test_folder("sd2_hub");
 }
 
+/* The same tokenizer as saved by transformers 5 (tokenizer.json alone, no
+ * vocab.json or merges.txt; gen_tokenizer_json.py): every case gives the
+ * sd2 reference ids. */
+static void test_sd2_tokenizer_json(void **state) {
+  json_t *doc = load_cases();
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tests/fixtures/text/sd2-tokenizer-json", src_dir());
+  struct tokenizer *tok = NULL;
+  char *err = NULL;
+  if (tokenizer_load(path, &tok, &err)) fail_msg("tokenizer_load(%s): %s", path, err ? err : "?");
+  int bad = check_folder(doc, "sd2", tok, 1);
+  tokenizer_free(tok);
+  json_decref(doc);
+  assert_int_equal(bad, 0);
+}
+
 static void test_pad_ids(void **state) {
   json_t *doc = load_cases();
   struct tokenizer *t1 = load_folder(doc, "sd1"), *t2 = load_folder(doc, "sd2");
@@ -200,10 +216,15 @@ static void test_invalid_utf8(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sd1),     cmocka_unit_test(test_sd2),
-      cmocka_unit_test(test_sd1_hub), cmocka_unit_test(test_sd2_hub),
-      cmocka_unit_test(test_pad_ids), cmocka_unit_test(test_threads),
-      cmocka_unit_test(test_cli),     cmocka_unit_test(test_invalid_utf8),
+      cmocka_unit_test(test_sd1),
+      cmocka_unit_test(test_sd2),
+      cmocka_unit_test(test_sd1_hub),
+      cmocka_unit_test(test_sd2_hub),
+      cmocka_unit_test(test_sd2_tokenizer_json),
+      cmocka_unit_test(test_pad_ids),
+      cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_cli),
+      cmocka_unit_test(test_invalid_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
