@@ -299,7 +299,6 @@ def load_unet_file(path):
 
 def save_pipeline(unet, vae, out):
     import copy
-    from diffusers import UNet2DConditionModel  # noqa: F401
     dst = out / "model"
     if dst.exists():
         shutil.rmtree(dst)
