@@ -325,7 +325,7 @@ def main():
     torch.set_num_threads(2)
     q = args.quick
     steps = dict(vae=20, base=20, shard=10, judge=20) if q else \
-        dict(vae=800, base=3000, shard=500, judge=1500)
+        dict(vae=1500, base=3000, shard=500, judge=1500)
     steps["paragon"] = steps["shard"] * len(shapes.SHARDS)
     rec = {"steps": steps, "unet_config": unet_config()}
 
@@ -344,6 +344,12 @@ def main():
     vae.register_to_config(scaling_factor=sf)
     rec["scaling_factor"] = sf
     log(f"vae: test mse {rec['vae_test_mse']:.5f} (images in [-1,1]), scaling factor {sf:.5f}")
+    rec["vae_test_mse_by_domain"] = {}
+    for d in data:
+        x = data[d]["test"][0]
+        e = float(np.mean((decode(vae, encode(vae, x)[0]).astype(np.float32) - x) ** 2) / 127.5 ** 2 / 4)
+        rec["vae_test_mse_by_domain"][d] = e
+    log("vae test mse by domain: " + " ".join(f"{d} {e:.5f}" for d, e in rec["vae_test_mse_by_domain"].items()))
 
     text = Text()
     torch.manual_seed(3)

@@ -19,6 +19,7 @@ STYLES = ["plain", "striped", "dotted"]
 SIZES = {"small": 28, "large": 46}
 SIZE = 64
 SS = 4  # supersampling factor for anti-aliased edges
+PERIOD = 16  # of the stripes and of the dot grid, in pixels
 
 # The domains: the base learns plain circles and squares; each shard adds one
 # shape or one style. DOMAINS[name] = (shapes, styles).
@@ -87,14 +88,16 @@ def _texture(style, colour, ox, oy):
     c = np.array(colour, np.float32)
     dark = c * 0.3
     fill = np.broadcast_to(c, (n, n, 3)).copy()
+    # Coarse on purpose: a latent pixel covers 8x8 pixels, and the VAE only
+    # keeps textures about that coarse (a 10-pixel period was lost).
     if style == "striped":
-        y = (np.arange(n) // SS + oy) % 10
-        fill[y < 5] = dark
+        y = (np.arange(n) // SS + oy) % PERIOD
+        fill[y < PERIOD // 2] = dark
     elif style == "dotted":
         yy, xx = np.mgrid[0:n, 0:n] / SS
-        dy = (yy + oy) % 10 - 5
-        dx = (xx + ox) % 10 - 5
-        fill[dx * dx + dy * dy < 2.6 * 2.6] = dark
+        dy = (yy + oy) % PERIOD - PERIOD / 2
+        dx = (xx + ox) % PERIOD - PERIOD / 2
+        fill[dx * dx + dy * dy < 4.2 * 4.2] = dark
     return fill
 
 
@@ -105,7 +108,7 @@ def draw(a, seed):
     slack = (SIZE - SIZES[a["size"]]) / 2 - 2
     cx = SIZE / 2 + rng.uniform(-slack, slack)
     cy = SIZE / 2 + rng.uniform(-slack, slack)
-    ox, oy = rng.randrange(10), rng.randrange(10)
+    ox, oy = rng.randrange(PERIOD), rng.randrange(PERIOD)
     n = SIZE * SS
     bg = np.broadcast_to(np.array(BACKGROUNDS[a["background"]], np.float32), (n, n, 3))
     m = np.asarray(_mask(a["shape"], cx, cy, half), np.float32)[..., None] / 255
