@@ -91,8 +91,9 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, data_dir, extra=(), env=None):
+    def __init__(self, data_dir, extra=(), env=None, model=MODEL):
         self.data_dir = pathlib.Path(data_dir)
+        self.model = pathlib.Path(model)
         self.extra = list(extra)
         self.env = env or {}
         self.proc = None
@@ -110,7 +111,7 @@ class Daemon:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [BIN, "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
-             "--model", str(MODEL), *self.extra],
+             "--model", str(self.model), *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()

@@ -1,11 +1,12 @@
 """The paper's tables in miniature, measured on the real daemon over HTTP.
 
     python3 tools/demo/evaluate.py [--bin build/soupd] [--prompts 8] [--seeds 4]
-                                   [--out tools/demo/RESULTS.md]
+                                   [--out tools/demo/RESULTS.md] [--demo deploy/demo]
 
 Starts soupd on the demo base (deploy/demo/model) with a fresh data
 directory, then registers, withdraws and generates through the API: the base;
-each shard alone; the uniform soup of all shards; the combined paragon;
+each shard alone; the soup of the two style shards; the uniform soup of all
+shards; the combined paragon;
 leave-one-out unlearning (each shard withdrawn from the full soup in turn).
 Every image is scored by the judge: 1 when it shows the shape, colour and
 style its prompt asked for. The prompts of a domain are its held-out caption combinations
@@ -62,13 +63,13 @@ def evaluate(api, judge, prompts, seeds, seed0=1000):
     return row, n
 
 
-def start_daemon(binary, data_dir):
+def start_daemon(binary, data_dir, demo=DEMO):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(pathlib.Path(data_dir).parent / "soupd.log", "ab")
     proc = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-                             "--model", str(DEMO / "model")], stdout=log, stderr=subprocess.STDOUT)
+                             "--model", str(demo / "model")], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         if proc.poll() is not None:
@@ -99,11 +100,13 @@ def main():
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--demo", default=str(DEMO), help="the folder make_demo.py wrote")
     args = ap.parse_args()
-    judge = Judge(DEMO / "judge.safetensors")
+    demo = pathlib.Path(args.demo)
+    judge = Judge(demo / "judge.safetensors")
     prompts = prompt_set(args.prompts)
     tmp = tempfile.mkdtemp(prefix="soupd-demo-")
-    proc, api = start_daemon(args.bin, pathlib.Path(tmp) / "data")
+    proc, api = start_daemon(args.bin, pathlib.Path(tmp) / "data", demo)
     rows, t0 = [], time.time()
 
     def run(name):
@@ -115,10 +118,14 @@ def main():
 
     try:
         n = run("base (no shard)")
-        shard = {d: DEMO / "shards" / f"{d}.safetensors" for d in shapes.SHARDS}
+        shard = {d: demo / "shards" / f"{d}.safetensors" for d in shapes.SHARDS}
         for d in shapes.SHARDS:
             i = api.register(shard[d], d)
             run(f"{d} shard alone")
+            api.withdraw(i)
+        styles = [api.register(shard[d], d) for d in ("striped", "dotted")]
+        run("soup of striped + dotted")
+        for i in styles:
             api.withdraw(i)
         ids = {d: api.register(shard[d], d) for d in shapes.SHARDS}
         run("uniform soup (all 4)")
@@ -128,7 +135,7 @@ def main():
             ids[d] = api.register(shard[d], d)
         for d in shapes.SHARDS:
             api.withdraw(ids[d])
-        api.register(DEMO / "paragon.safetensors", "paragon")
+        api.register(demo / "paragon.safetensors", "paragon")
         run("combined paragon")
     finally:
         proc.send_signal(signal.SIGTERM)

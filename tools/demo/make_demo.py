@@ -1,7 +1,7 @@
 """Regenerates the demo Diffusion Soup from nothing: the procedural dataset,
 a VAE, a base UNet, one shard per domain, the combined paragon and the judge.
 
-    python3 tools/demo/make_demo.py [--out deploy/demo] [--quick]
+    python3 tools/demo/make_demo.py [--out deploy/demo] [--quick] [--keep PARTS]
 
 Writes, under --out:
     model/             the base pipeline (diffusers layout, F16): soupd's embedded default
@@ -36,6 +36,9 @@ from judge import CHANNELS, HEADS, Judge, score  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-sd2"
 T0 = time.time()
+SHARD_STEPS = 800  # each shard's fine-tuning; the paragon gets 4x (the same budget)
+KEEPABLE = {"vae", "base", "shards", "judge"}
+GLIMPSE = 40  # images of each shard's domain in the base's training data
 
 
 def log(msg):
@@ -44,15 +47,40 @@ def log(msg):
 
 # ---------------------------------------------------------------- data
 def dataset(quick):
-    n = dict(base=6000, shard=3000, val=240, test=240)
+    n = dict(base=6000, shard=3000, val=240, test=240, glimpse=GLIMPSE)
     if quick:
-        n = dict(base=256, shard=128, val=32, test=32)
+        n = dict(base=256, shard=128, val=32, test=32, glimpse=4)
     d = {}
     for dom in shapes.DOMAINS:
         ntr = n["base"] if dom == "base" else n["shard"]
         d[dom] = {s: shapes.make(dom, k, s) for s, k in
                   (("train", ntr), ("val", n["val"]), ("test", n["test"]))}
+        if dom != "base":  # other seeds than the shard's own training images
+            d[dom]["glimpse"] = shapes.make(dom, n["glimpse"], "train", seed0=1_000_000)
     return d
+
+
+def head(part, k):
+    """The first k examples of a (images, captions, attributes) split."""
+    return tuple(x[:k] for x in part)
+
+
+def base_parts(data):
+    """The generic data the base is trained on: the base domain and a glimpse
+    (GLIMPSE images) of every shard's domain, as a pretrained model has seen a
+    little of everything."""
+    return [data["base"]["train"]] + [data[d]["glimpse"] for d in shapes.SHARDS]
+
+
+def shard_parts(data, doms):
+    """A fine-tune's data: its domains' training images, each mixed 1:1 with
+    generic base images (replay), so a shard learns its domain without
+    forgetting what the base draws."""
+    out = []
+    for d in doms:
+        tr = data[d]["train"]
+        out += [tr, head(data["base"]["train"], len(tr[0]))]
+    return out
 
 
 # ---------------------------------------------------------------- VAE
@@ -315,24 +343,29 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "deploy" / "demo"))
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--judge-only", action="store_true",
-                    help="keep every model under OUT and retrain the judge alone")
-    ap.add_argument("--reuse-base", action="store_true",
-                    help="keep OUT/model (VAE and base UNet) and retrain shards, paragon and judge")
+    ap.add_argument("--keep", default="",
+                    help="comma list of parts already under OUT to load, not train: "
+                         "vae, base (needs vae), shards (the shards and the paragon; needs base), "
+                         "judge (needs vae)")
     args = ap.parse_args()
+    keep = set(filter(None, args.keep.split(",")))
+    if keep - KEEPABLE or ("base" in keep and "vae" not in keep) or \
+            ("shards" in keep and "base" not in keep) or ("judge" in keep and "vae" not in keep):
+        ap.error(f"--keep {args.keep}: parts are {', '.join(sorted(KEEPABLE))}; "
+                 "base and judge need vae, shards need base")
     out = pathlib.Path(args.out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     q = args.quick
     steps = dict(vae=20, base=20, shard=10, judge=20) if q else \
-        dict(vae=1500, base=3000, shard=500, judge=1500)
+        dict(vae=1500, base=3000, shard=SHARD_STEPS, judge=1500)
     steps["paragon"] = steps["shard"] * len(shapes.SHARDS)
     rec = {"steps": steps, "unet_config": unet_config()}
 
     data = dataset(q)
     log(f"dataset: {', '.join('%s %d' % (d, len(v['train'][0])) for d, v in data.items())} training images")
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    if args.reuse_base or args.judge_only:
+    if "vae" in keep:
         vae = AutoencoderKL.from_pretrained(out / "model" / "vae").float().eval()
     else:
         vae = train_vae(data, steps["vae"])
@@ -355,8 +388,9 @@ def main():
     torch.manual_seed(3)
     base = UNet2DConditionModel(**unet_config())
     rec["unet_params"] = sum(p.numel() for p in base.parameters())
-    lat = {d: Latents(vae, text, [data[d]["train"]]) for d in data}
-    if args.reuse_base or args.judge_only:
+    lat = {d: Latents(vae, text, shard_parts(data, [d])) for d in shapes.SHARDS}
+    lat["base"] = Latents(vae, text, base_parts(data))
+    if "base" in keep:
         base = UNet2DConditionModel.from_pretrained(out / "model" / "unet").float().eval()
     else:
         base = train_unet(base, lat["base"], steps["base"], 1e-3, sf, 10, text, tag="base")
@@ -364,28 +398,28 @@ def main():
     base_sd = {k: v.clone() for k, v in base.state_dict().items()}
 
     models = {"base": base}
-    if args.judge_only:
+    if "shards" in keep:
         for dom in shapes.SHARDS + ["paragon"]:
             f = out / ("paragon.safetensors" if dom == "paragon" else f"shards/{dom}.safetensors")
             models[dom] = load_unet_file(f)
-        rec = {**json.loads((out / "training.json").read_text()), "steps": steps}
-    for i, dom in enumerate([] if args.judge_only else shapes.SHARDS):
+    for i, dom in enumerate([] if "shards" in keep else shapes.SHARDS):
         u = UNet2DConditionModel(**unet_config())
         u.load_state_dict(base_sd)
         u = train_unet(u, lat[dom], steps["shard"], 3e-4, sf, 20 + i, text, tag=dom)
         save_unet_file(u, out / "shards" / f"{dom}.safetensors", {"domain": dom})
         models[dom] = u
-    if not args.judge_only:
+    if "shards" not in keep:
         u = UNet2DConditionModel(**unet_config())
         u.load_state_dict(base_sd)
-        union = Latents(vae, text, [data[d]["train"] for d in shapes.SHARDS])
+        union = Latents(vae, text, shard_parts(data, shapes.SHARDS))
         u = train_unet(u, union, steps["paragon"], 3e-4, sf, 30, text, tag="paragon")
         save_unet_file(u, out / "paragon.safetensors", {"domain": "+".join(shapes.SHARDS)})
         models["paragon"] = u
 
-    net = train_judge(data, vae, steps["judge"])
-    from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "judge.safetensors"))
+    if "judge" not in keep:
+        net = train_judge(data, vae, steps["judge"])
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "judge.safetensors"))
     judge = Judge(out / "judge.safetensors")
     test_attrs = sum([data[d]["test"][2] for d in data], [])
     rec["judge_test_accuracy"] = judge_accuracy(judge, test_imgs, test_attrs)
