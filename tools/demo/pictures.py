@@ -2,8 +2,8 @@
 
     python3 tools/demo/pictures.py [--bin build/soupd] [--out tools/demo/images]
 
-One request (PROMPT, seeds 1..4) three times: on the base; with the four
-demo shards registered; with the triangle shard withdrawn. Each PNG is a strip
+One request (PROMPT, seeds 1..4) three times: on the base; with the triangle
+shard registered; with it withdrawn. Each PNG is a strip
 of the four 64x64 images, scaled 2x.
 """
 import argparse
@@ -18,7 +18,6 @@ from PIL import Image
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import shapes  # noqa: E402
 from evaluate import DEMO, ROOT, start_daemon  # noqa: E402
 
 PROMPT = "a large yellow plain triangle on a gray background"
@@ -42,9 +41,9 @@ def main():
     proc, api = start_daemon(args.bin, pathlib.Path(tmp) / "data")
     try:
         strip(api.generate(PROMPT, 1, n=SEEDS)[0], out / "1-base.png")
-        ids = {d: api.register(DEMO / "shards" / f"{d}.safetensors", d) for d in shapes.SHARDS}
-        strip(api.generate(PROMPT, 1, n=SEEDS)[0], out / "2-soup.png")
-        api.withdraw(ids["triangle"])
+        i = api.register(DEMO / "shards" / "triangle.safetensors", "triangle")
+        strip(api.generate(PROMPT, 1, n=SEEDS)[0], out / "2-triangle.png")
+        api.withdraw(i)
         strip(api.generate(PROMPT, 1, n=SEEDS)[0], out / "3-withdrawn.png")
     finally:
         proc.send_signal(signal.SIGTERM)
