@@ -1,6 +1,7 @@
 """Regenerates the demo Diffusion Soup from nothing: the procedural dataset,
 a VAE, a base UNet, one shard per domain, the combined paragon and the judge.
 
+    pip install -r tools/demo/requirements.txt
     python3 tools/demo/make_demo.py [--out deploy/demo] [--quick] [--keep PARTS]
 
 Writes, under --out:
