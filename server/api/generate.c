@@ -38,7 +38,7 @@ enum MHD_Result api_gen_submit(struct request *r, struct gen_request *g,
     if (!j) return reply_problemf(r, 500, "out of memory");
     j->owner_token = r->who.token_id;
     int status = 0;
-    if (engine_submit(r->app->engine, j, 1, &status) != 0) {
+    if (gen_job_submit_listed(r->app, j, &status) != 0) {
       job_put(j);
       return reply_problemf(r, http_status_of((enum err_code)status), "%s",
                             status == ERR_BUSY ? "the job queue is full; retry later"
@@ -79,9 +79,8 @@ enum MHD_Result api_generate(struct request *r) {
 
 /* The listed job {key} if the caller may see it (owner or admin), else replies 404. */
 static struct job *job_visible(struct request *r, enum MHD_Result *res) {
-  struct job *j = engine_job_find(r->app->engine, r->path_key);
-  if (j && (r->who.role == ROLE_ADMIN || j->owner_token == r->who.token_id)) return j;
-  if (j) job_put(j);
+  struct job *j = gen_job_find(r->app, r->path_key, r->who.token_id, r->who.role == ROLE_ADMIN);
+  if (j) return j;
   *res = reply_problemf(r, 404, "no job %s (jobs are kept for 10 minutes after they end)",
                         r->path_key);
   return NULL;
@@ -100,7 +99,7 @@ enum MHD_Result api_jobs_cancel(struct request *r) {
   enum MHD_Result res;
   struct job *j = job_visible(r, &res);
   if (!j) return res;
-  engine_job_cancel(r->app->engine, j);
+  gen_job_cancel(r->app, j);
   json_t *o = job_json(j);
   job_put(j);
   return reply_json(r, 200, o);

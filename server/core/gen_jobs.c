@@ -320,3 +320,18 @@ struct job *gen_job_new(struct app *a, struct gen_request *g) {
            q->clip_skip);
   return j;
 }
+
+int gen_job_submit_listed(struct app *a, struct job *j, int *status) {
+  return engine_submit(a->engine, j, 1, status);
+}
+
+struct job *gen_job_find(struct app *a, const char *id, int64_t token_id, int admin) {
+  struct job *j = engine_job_find(a->engine, id);
+  if (j && (admin || j->owner_token == token_id)) return j;
+  if (j) job_put(j);
+  return NULL;
+}
+
+void gen_job_cancel(struct app *a, struct job *j) {
+  engine_job_cancel(a->engine, j);
+}

@@ -48,6 +48,15 @@ void gen_request_clear(struct gen_request *g);
 
 /* Creates the job (not yet submitted). The request is moved into the job. */
 struct job *gen_job_new(struct app *a, struct gen_request *g);
+/* Queues an asynchronous job, listed for GET /jobs/{id} (the job's owner_token
+ * set). Returns 0, or -1 with *status ERR_BUSY (queue full) or another
+ * err_code (shutting down). */
+int gen_job_submit_listed(struct app *a, struct job *j, int *status);
+/* The listed job id if the caller may see it (its owner token, or an admin):
+ * a reference (job_put), else NULL. */
+struct job *gen_job_find(struct app *a, const char *id, int64_t token_id, int admin);
+/* Cancels a queued or running job. */
+void gen_job_cancel(struct app *a, struct job *j);
 /* The finished output of a generation job (NULL unless it succeeded). */
 const struct gen_output *gen_job_output(const struct job *j);
 /* The synchronous JSON body: {"images": [{"png_base64", "seed"}], "soup", "timings"}. */
