@@ -11,7 +11,6 @@
 #include "core/shard_jobs.h"
 #include "core/app.h"
 #include "core/reads.h"
-#include "soup/soup.h"
 
 enum MHD_Result api_soup_get(struct request *r) {
   return reply_json(r, 200, app_soup_json(r->app, r->who.role == ROLE_ADMIN));
@@ -44,21 +43,19 @@ enum MHD_Result api_soup_export(struct request *r) {
   FILE *fp = fopen(path, "w+e");
   if (!fp) return reply_problemf(r, 500, "cannot create the export file: %s", strerror(errno));
   unlink(path);
-  const struct soup_version *v = soup_acquire(a->soup);
-  char *err = NULL;
-  json_t *meta = json_pack("{s:s,s:s}", "format", "pt", "base_unet_sha256", a->base_sha256);
-  int rc = soup_export_fp(v, fp, meta, &err);
-  json_decref(meta);
-  char ver[32], hash[65];
-  snprintf(ver, sizeof ver, "%llu", (unsigned long long)v->version);
-  memcpy(hash, v->hash_hex, 65);
-  soup_release(a->soup, v);
-  if (rc != 0 || fflush(fp) != 0) {
+  uint64_t version = 0;
+  char hash[65];
+  struct op_error e = {0};
+  if (core_soup_export(a, fp, &version, hash, &e) != 0 || fflush(fp) != 0) {
     fclose(fp);
-    enum MHD_Result res = reply_problemf(r, 500, "export failed: %s", err ? err : "write error");
-    free(err);
-    return res;
+    if (e.code == 0) {
+      e.code = ERR_INTERNAL;
+      snprintf(e.detail, sizeof e.detail, "export failed: write error");
+    }
+    return reply_op_error(r, &e);
   }
+  char ver[32];
+  snprintf(ver, sizeof ver, "%llu", (unsigned long long)version);
   long size = ftell(fp);
   int fd = dup(fileno(fp));
   fclose(fp);

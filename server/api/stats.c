@@ -3,51 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "api.h"
 #include "core/app.h"
-#include "engine/engine.h"
-#include "core/generation.h"
 #include "core/reads.h"
-#include "soup/soup.h"
 #include "version.h"
-
-static long long rss_bytes(void) {
-  long long pages = 0, resident = 0;
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (f) {
-    if (fscanf(f, "%lld %lld", &pages, &resident) != 2) resident = 0;
-    fclose(f);
-  }
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
-struct snapshot {
-  int64_t active, withdrawn;
-  struct soup_stats soup;
-  char hash[65];
-  struct engine_stats eng;
-  struct gen_stats gen;
-  struct update_times times;
-  long long rss;
-};
-
-static void snapshot_take(struct app *a, struct snapshot *s) {
-  memset(s, 0, sizeof *s);
-  core_shard_counts(a, &s->active, &s->withdrawn);
-  soup_stats_get(a->soup, &s->soup);
-  soup_hash_hex(a->soup, s->hash);
-  if (a->engine) engine_stats_get(a->engine, &s->eng);
-  gen_stats_get(&a->gen_stats, &s->gen);
-  app_update_times(a, &s->times);
-  s->rss = rss_bytes();
-}
 
 enum MHD_Result api_stats(struct request *r) {
   struct app *a = r->app;
-  struct snapshot s;
-  snapshot_take(a, &s);
+  struct core_stats s;
+  core_stats_get(a, &s);
   json_t *o = json_pack(
       "{s:s,s:{s:I,s:I},s:{s:I,s:s,s:I,s:I,s:f,s:s?},"
       "s:{s:I,s:I,s:I,s:f,s:f,s:f,s:f},s:{s:i,s:i,s:I,s:I,s:I,s:I},s:{s:I,s:I}}",
@@ -67,8 +32,8 @@ enum MHD_Result api_stats(struct request *r) {
 
 enum MHD_Result api_metrics(struct request *r) {
   struct app *a = r->app;
-  struct snapshot s;
-  snapshot_take(a, &s);
+  struct core_stats s;
+  core_stats_get(a, &s);
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "registry/registry.h"
@@ -90,4 +91,44 @@ int core_token_lookup(struct app *a, const char *token, struct core_token *t, st
   snprintf(t->role, sizeof t->role, "%s", rt.role);
   snprintf(t->provider, sizeof t->provider, "%s", rt.provider);
   return 0;
+}
+
+static long long rss_bytes(void) {
+  long long pages = 0, resident = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f) {
+    if (fscanf(f, "%lld %lld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+void core_stats_get(struct app *a, struct core_stats *s) {
+  memset(s, 0, sizeof *s);
+  core_shard_counts(a, &s->active, &s->withdrawn);
+  soup_stats_get(a->soup, &s->soup);
+  soup_hash_hex(a->soup, s->hash);
+  if (a->engine) engine_stats_get(a->engine, &s->eng);
+  gen_stats_get(&a->gen_stats, &s->gen);
+  app_update_times(a, &s->times);
+  s->rss = rss_bytes();
+}
+
+int core_soup_export(struct app *a, FILE *fp, uint64_t *version, char hash[65],
+                     struct op_error *e) {
+  const struct soup_version *v = soup_acquire(a->soup);
+  char *err = NULL;
+  json_t *meta = json_pack("{s:s,s:s}", "format", "pt", "base_unet_sha256", a->base_sha256);
+  int rc = soup_export_fp(v, fp, meta, &err);
+  json_decref(meta);
+  *version = v->version;
+  memcpy(hash, v->hash_hex, 65);
+  soup_release(a->soup, v);
+  if (rc != 0) {
+    e->code = ERR_INTERNAL;
+    snprintf(e->detail, sizeof e->detail, "export failed: %s", err ? err : "write error");
+    log_error("soup export: %s", err ? err : "write error");
+  }
+  free(err);
+  return rc != 0 ? -1 : 0;
 }

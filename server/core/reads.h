@@ -6,8 +6,12 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "app.h"
+#include "engine/engine.h"
+#include "generation.h"
+#include "soup/soup.h"
 
 /* {"shards": [...]}, filtered by status ("active"/"withdrawn"/NULL) and provider. */
 int core_shards_list(struct app *a, const char *status, const char *provider, json_t **out,
@@ -33,3 +37,21 @@ struct core_token {
 };
 /* ERR_NOT_FOUND for an unknown or revoked token. */
 int core_token_lookup(struct app *a, const char *token, struct core_token *t, struct op_error *e);
+
+/* What /stats and /metrics show, read at one moment: counts, the soup, the
+ * queue, generation statistics, update times and the process's resident set. */
+struct core_stats {
+  int64_t active, withdrawn;
+  struct soup_stats soup;
+  char hash[65];
+  struct engine_stats eng;
+  struct gen_stats gen;
+  struct update_times times;
+  long long rss;
+};
+void core_stats_get(struct app *a, struct core_stats *s);
+
+/* Writes the live soup as a safetensors file (diffusers names, the inference
+ * dtype, the base's sha256 in the metadata) to fp; *version and hash (hex)
+ * name the version written. ERR_INTERNAL when writing fails. */
+int core_soup_export(struct app *a, FILE *fp, uint64_t *version, char hash[65], struct op_error *e);
