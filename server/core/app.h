@@ -77,6 +77,12 @@ struct op_error {
   char detail[600]; /* never a server path */
   json_t *errors;   /* {field, message} array or NULL (owned) */
 };
+/* Sets code and the detail from fmt; returns -1 (op_error.c). */
+int op_fail(struct op_error *e, enum err_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Appends {field, message} to errors; the first one also becomes the
+ * detail ("field: message"). Sets code; returns -1. */
+int op_field_error(struct op_error *e, enum err_code code, const char *field, const char *msg);
 
 /* A consistent copy of updated_at and last_update_ms (taken under times_mu). */
 struct update_times {

@@ -22,13 +22,6 @@ const char *gen_sampler_display(const char *s) {
   return s;
 }
 
-static void field_error(struct op_error *e, const char *field, const char *msg) {
-  if (!e->errors) e->errors = json_array();
-  json_array_append_new(e->errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
-  if (!e->detail[0]) snprintf(e->detail, sizeof e->detail, "%s: %s", field, msg);
-  e->code = ERR_INVALID;
-}
-
 /* Number of UTF-8 code points, or -1 if the string is not valid UTF-8 text. */
 static long utf8_chars(const char *s) {
   long n = 0;
@@ -53,7 +46,7 @@ static int get_int(const json_t *body, const char *key, long long lo, long long 
   char msg[96];
   snprintf(msg, sizeof msg, "an integer in [%lld, %lld]", lo, hi);
   if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-    field_error(e, key, msg);
+    op_field_error(e, ERR_INVALID, key, msg);
     return -1;
   }
   *out = (int)json_integer_value(v);
@@ -68,7 +61,7 @@ static int get_num(const json_t *body, const char *key, double lo, double hi, do
   if (!isfinite(x) || x < lo || x > hi) {
     char msg[96];
     snprintf(msg, sizeof msg, "a finite number in [%g, %g]", lo, hi);
-    field_error(e, key, msg);
+    op_field_error(e, ERR_INVALID, key, msg);
     return -1;
   }
   *out = x;
@@ -79,27 +72,27 @@ static int get_text(const json_t *body, const char *key, long max_chars, int req
                     struct op_error *e) {
   json_t *v = json_object_get(body, key);
   if (!v || json_is_null(v)) {
-    if (required) field_error(e, key, "required: a non-empty string");
+    if (required) op_field_error(e, ERR_INVALID, key, "required: a non-empty string");
     return required ? -1 : 0;
   }
   if (!json_is_string(v)) {
-    field_error(e, key, "a string");
+    op_field_error(e, ERR_INVALID, key, "a string");
     return -1;
   }
   const char *s = json_string_value(v);
   long n = utf8_chars(s);
   if (strlen(s) != json_string_length(v) || n < 0) {
-    field_error(e, key, "text without NUL characters");
+    op_field_error(e, ERR_INVALID, key, "text without NUL characters");
     return -1;
   }
   if (required && n == 0) {
-    field_error(e, key, "must not be empty");
+    op_field_error(e, ERR_INVALID, key, "must not be empty");
     return -1;
   }
   if (n > max_chars) {
     char msg[80];
     snprintf(msg, sizeof msg, "at most %ld characters", max_chars);
-    field_error(e, key, msg);
+    op_field_error(e, ERR_INVALID, key, msg);
     return -1;
   }
   free(*out);
@@ -139,7 +132,7 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
   g->negative_prompt = strdup("");
   if (d.scheduler) snprintf(g->scheduler, sizeof g->scheduler, "%s", d.scheduler);
   if (!json_is_object(body)) {
-    field_error(e, "body", "a JSON object");
+    op_field_error(e, ERR_INVALID, "body", "a JSON object");
     return -1;
   }
   if (!lenient) {
@@ -148,7 +141,7 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
     json_object_foreach((json_t *)body, k, v) {
       int ok = 0;
       for (int i = 0; known[i] && !ok; i++) ok = strcmp(k, known[i]) == 0;
-      if (!ok) field_error(e, k, "unknown parameter");
+      if (!ok) op_field_error(e, ERR_INVALID, k, "unknown parameter");
     }
   }
   get_text(body, "prompt", c->max_prompt_chars, !lenient, &g->prompt, e);
@@ -162,14 +155,14 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
   get_int(body, "clip_skip", 0, 8, &g->clip_skip, e);
   int w = g->width, h = g->height;
   if (get_int(body, "width", 64, c->max_width, &w, e) == 0 && w % 8)
-    field_error(e, "width", "a multiple of 8");
+    op_field_error(e, ERR_INVALID, "width", "a multiple of 8");
   if (get_int(body, "height", 64, c->max_height, &h, e) == 0 && h % 8)
-    field_error(e, "height", "a multiple of 8");
+    op_field_error(e, ERR_INVALID, "height", "a multiple of 8");
   g->width = w, g->height = h;
   json_t *seed = json_object_get(body, "seed");
   if (seed && !json_is_null(seed)) {
     if (!json_is_integer(seed) || json_integer_value(seed) < -1)
-      field_error(e, "seed", "an integer >= 0 (or -1 for a random seed)");
+      op_field_error(e, ERR_INVALID, "seed", "an integer >= 0 (or -1 for a random seed)");
     else if (json_integer_value(seed) >= 0) {
       g->seed = (uint64_t)json_integer_value(seed);
       g->seed_given = 1;
@@ -183,11 +176,12 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
         snprintf(g->scheduler, sizeof g->scheduler, "%s", SCHEDULERS[i]);
         ok = 1;
       }
-    if (!ok) field_error(e, "scheduler", "one of ddim, euler, euler_a, dpmpp_2m, pndm");
+    if (!ok)
+      op_field_error(e, ERR_INVALID, "scheduler", "one of ddim, euler, euler_a, dpmpp_2m, pndm");
   }
   json_t *as = json_object_get(body, "async");
   if (as && !json_is_null(as)) {
-    if (!json_is_boolean(as)) field_error(e, "async", "true or false");
+    if (!json_is_boolean(as)) op_field_error(e, ERR_INVALID, "async", "true or false");
     g->async = json_is_true(as);
   }
   if (e->code) {
@@ -211,7 +205,7 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
       memcpy(field, perr, (size_t)(colon - perr));
       field[colon - perr] = 0;
     }
-    field_error(e, field, perr ? perr : "not accepted by this model");
+    op_field_error(e, ERR_INVALID, field, perr ? perr : "not accepted by this model");
     free(perr);
     gen_request_clear(g);
     return -1;

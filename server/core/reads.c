@@ -28,16 +28,6 @@ int core_shards_list(struct app *a, const char *status, const char *provider, js
   return rc ? read_fail(rc, err, e, "the registry") : 0;
 }
 
-__attribute__((format(printf, 2, 3))) static int not_found(struct op_error *e, const char *fmt,
-                                                           ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  e->code = ERR_NOT_FOUND;
-  vsnprintf(e->detail, sizeof e->detail, fmt, ap);
-  va_end(ap);
-  return -1;
-}
-
 int core_shard_get(struct app *a, int64_t id, json_t **out, char *owner, size_t owner_len,
                    struct op_error *e) {
   struct registry_shard s;
@@ -45,7 +35,7 @@ int core_shard_get(struct app *a, int64_t id, json_t **out, char *owner, size_t 
   int rc = registry_shard_get(a->reg, id, &s, &err);
   if (rc == REGISTRY_ENOTFOUND) {
     free(err);
-    return not_found(e, "no shard with id %lld", (long long)id);
+    return op_fail(e, ERR_NOT_FOUND, "no shard with id %lld", (long long)id);
   }
   if (rc) return read_fail(rc, err, e, "the registry");
   if (out) *out = registry_shard_to_json(&s, 0);
@@ -84,7 +74,7 @@ int core_token_lookup(struct app *a, const char *token, struct core_token *t, st
   int rc = registry_token_lookup(a->reg, token, &rt, &err);
   if (rc == REGISTRY_ENOTFOUND) {
     free(err);
-    return not_found(e, "the token is unknown or revoked");
+    return op_fail(e, ERR_NOT_FOUND, "the token is unknown or revoked");
   }
   if (rc) return read_fail(rc, err, e, "the token table");
   t->id = rt.id;

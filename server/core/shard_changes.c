@@ -31,23 +31,6 @@
 #define DESCRIPTION_MAX 4096
 #define METADATA_MAX 64
 
-static int fail(struct op_error *e, enum err_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct op_error *e, enum err_code code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(e->detail, sizeof e->detail, fmt, ap);
-  va_end(ap);
-  e->code = code;
-  return -1;
-}
-
-static int fail_field(struct op_error *e, enum err_code code, const char *field, const char *msg) {
-  if (!e->errors) e->errors = json_array();
-  json_array_append_new(e->errors, json_pack("{s:s,s:s}", "field", field, "message", msg));
-  return fail(e, code, "%s: %s", field, msg);
-}
-
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -114,7 +97,7 @@ static int commit_change(struct commit_ctx *c, int (*change)(void *), void *arg,
 fail_rb:
   registry_rollback(c->a->reg);
 fail:
-  fail(e, registry_code(rc), "the registry refused the change: %s", err ? err : "unknown error");
+  op_fail(e, registry_code(rc), "the registry refused the change: %s", err ? err : "unknown error");
   if (rc == REGISTRY_EFAIL) log_error("registry: %s", err ? err : "?");
   free(err);
   return -1;
@@ -177,32 +160,32 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
                        json_t **result, struct op_error *e) {
   double t0 = now_ms();
   if (!name_valid(in->name))
-    return fail_field(e, ERR_INVALID, "name", "1 to 128 printable characters, no slashes");
+    return op_field_error(e, ERR_INVALID, "name", "1 to 128 printable characters, no slashes");
   int64_t kq = 0;
   char *err = NULL;
   if (soup_weight_quantize(in->weight, &kq, &err) != 0) {
-    fail_field(e, ERR_INVALID, "weight", err ? err : "out of range");
+    op_field_error(e, ERR_INVALID, "weight", err ? err : "out of range");
     free(err);
     return -1;
   }
   if (in->description && strlen(in->description) > DESCRIPTION_MAX)
-    return fail_field(e, ERR_INVALID, "description", "at most 4096 bytes");
+    return op_field_error(e, ERR_INVALID, "description", "at most 4096 bytes");
   if (in->metadata &&
       (!json_is_object(in->metadata) || json_object_size(in->metadata) > METADATA_MAX))
-    return fail_field(e, ERR_INVALID, "metadata", "an object of at most 64 string values");
+    return op_field_error(e, ERR_INVALID, "metadata", "an object of at most 64 string values");
   if (in->metadata) {
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)in->metadata, k, v) {
       if (!json_is_string(v) || strlen(k) > 128 || json_string_length(v) > 1024)
-        return fail_field(e, ERR_INVALID, "metadata",
-                          "keys up to 128 bytes, string values up to 1024");
+        return op_field_error(e, ERR_INVALID, "metadata",
+                              "keys up to 128 bytes, string values up to 1024");
     }
   }
   struct registry_shard dup;
   if (registry_shard_get_active_by_name(a->reg, in->name, &dup, NULL) == 0) {
-    fail(e, ERR_CONFLICT, "an active shard is already named '%s' (id %lld)", in->name,
-         (long long)dup.id);
+    op_fail(e, ERR_CONFLICT, "an active shard is already named '%s' (id %lld)", in->name,
+            (long long)dup.id);
     registry_shard_clear(&dup);
     return -1;
   }
@@ -210,20 +193,20 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
   /* Validate the file completely before anything changes. */
   struct st_file *f = NULL;
   if (app_shard_open(a, in->tmp_path, &f, &err) != 0) {
-    fail_field(e, ERR_INVALID, "file", err ? err : "not a valid safetensors file");
+    op_field_error(e, ERR_INVALID, "file", err ? err : "not a valid safetensors file");
     free(err);
     return -1;
   }
   e->errors = json_array();
   if (st_check_compatible(a->base, f, e->errors, 10) != 0) {
     st_close(f);
-    return fail(e, ERR_INVALID,
-                "the checkpoint does not match the base UNet (%zu problem(s) listed)",
-                json_array_size(e->errors));
+    return op_fail(e, ERR_INVALID,
+                   "the checkpoint does not match the base UNet (%zu problem(s) listed)",
+                   json_array_size(e->errors));
   }
   if (soup_check_shard_st(a->soup, f, e->errors, 10) != 0) {
     st_close(f);
-    return fail(e, ERR_INVALID, "the checkpoint holds values the soup cannot accept (listed)");
+    return op_fail(e, ERR_INVALID, "the checkpoint holds values the soup cannot accept (listed)");
   }
   json_decref(e->errors);
   e->errors = NULL;
@@ -239,7 +222,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
   if (!existed && rename(in->tmp_path, store) != 0) {
     pthread_mutex_unlock(&a->update_mu);
     st_close(f);
-    return fail(e, ERR_INTERNAL, "cannot move the upload into the store: %s", strerror(errno));
+    return op_fail(e, ERR_INTERNAL, "cannot move the upload into the store: %s", strerror(errno));
   }
   int dfd = open(a->shards_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) fsync(dfd), close(dfd);
@@ -252,7 +235,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
   soup_release(a->soup, before);
 
   if (soup_apply_st(a->soup, f, kq, &err) != 0) {
-    fail(e, ERR_UNAVAILABLE, "the soup could not be updated: %s", err ? err : "?");
+    op_fail(e, ERR_UNAVAILABLE, "the soup could not be updated: %s", err ? err : "?");
     free(err);
     goto undo_file;
   }
@@ -328,17 +311,17 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
   int rc = registry_shard_get(a->reg, id, &s, &err);
   if (rc != 0) {
     pthread_mutex_unlock(&a->update_mu);
-    fail(e, registry_code(rc), "no shard with id %lld", (long long)id);
+    op_fail(e, registry_code(rc), "no shard with id %lld", (long long)id);
     free(err);
     return -1;
   }
   if (!who->admin && (!who->provider || !s.provider || strcmp(who->provider, s.provider) != 0)) {
-    fail(e, ERR_FORBIDDEN, "shard %lld belongs to another provider", (long long)id);
+    op_fail(e, ERR_FORBIDDEN, "shard %lld belongs to another provider", (long long)id);
     app_audit_denied(a, who, id, e->detail);
     goto out;
   }
   if (s.status != REGISTRY_SHARD_ACTIVE) {
-    fail(e, ERR_CONFLICT, "shard %lld is already withdrawn", (long long)id);
+    op_fail(e, ERR_CONFLICT, "shard %lld is already withdrawn", (long long)id);
     goto out;
   }
   int64_t delta = new_kq - s.weight_q;
@@ -354,7 +337,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
   if (app_shard_open(a, path, &f, &err) != 0) {
     log_error("shard %lld: stored file unreadable: %s", (long long)id, err ? err : "?");
     free(err);
-    fail(e, ERR_INTERNAL, "the stored file of shard %lld cannot be read", (long long)id);
+    op_fail(e, ERR_INTERNAL, "the stored file of shard %lld cannot be read", (long long)id);
     goto out;
   }
   const struct soup_version *before = soup_acquire(a->soup);
@@ -363,7 +346,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
   memcpy(h_before, before->hash_hex, 65);
   soup_release(a->soup, before);
   if (soup_apply_st(a->soup, f, delta, &err) != 0) {
-    fail(e, ERR_UNAVAILABLE, "the soup could not be updated: %s", err ? err : "?");
+    op_fail(e, ERR_UNAVAILABLE, "the soup could not be updated: %s", err ? err : "?");
     free(err);
     st_close(f);
     goto out;
@@ -423,7 +406,7 @@ int app_shard_reweight(struct app *a, const struct actor *who, int64_t id, doubl
   int64_t kq = 0;
   char *err = NULL;
   if (soup_weight_quantize(weight, &kq, &err) != 0) {
-    fail_field(e, ERR_INVALID, "weight", err ? err : "out of range");
+    op_field_error(e, ERR_INVALID, "weight", err ? err : "out of range");
     free(err);
     return -1;
   }
@@ -440,7 +423,7 @@ int app_soup_verify(struct app *a, const struct actor *who, json_t **result, str
   size_t n = 0;
   if (registry_shard_list(a->reg, "active", NULL, &rows, &n, &err) != 0) {
     pthread_mutex_unlock(&a->update_mu);
-    fail(e, ERR_INTERNAL, "registry: %s", err ? err : "?");
+    op_fail(e, ERR_INTERNAL, "registry: %s", err ? err : "?");
     free(err);
     return -1;
   }
@@ -453,8 +436,8 @@ int app_soup_verify(struct app *a, const struct actor *who, json_t **result, str
     app_shard_path(a, rows[i].sha256, path, sizeof path);
     if (app_shard_open(a, path, &files[i], &err) != 0 ||
         soup_views_from_st(files[i], &views[i], &src[i].n, &err) != 0) {
-      rc = fail(e, ERR_INTERNAL, "the stored file of shard %lld cannot be read",
-                (long long)rows[i].id);
+      rc = op_fail(e, ERR_INTERNAL, "the stored file of shard %lld cannot be read",
+                   (long long)rows[i].id);
       break;
     }
     src[i].v = views[i];
@@ -463,7 +446,7 @@ int app_soup_verify(struct app *a, const struct actor *who, json_t **result, str
   char rebuilt[65] = "", live[65];
   soup_hash_hex(a->soup, live);
   if (rc == 0 && soup_rebuild_hash(a->soup, src, n, rebuilt, &err) != 0)
-    rc = fail(e, ERR_INTERNAL, "rebuild failed: %s", err ? err : "?");
+    rc = op_fail(e, ERR_INTERNAL, "rebuild failed: %s", err ? err : "?");
   free(err);
   for (size_t i = 0; i < n; i++) {
     free(views[i]);
