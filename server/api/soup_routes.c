@@ -46,12 +46,8 @@ enum MHD_Result api_soup_export(struct request *r) {
   uint64_t version = 0;
   char hash[65];
   struct op_error e = {0};
-  if (core_soup_export(a, fp, &version, hash, &e) != 0 || fflush(fp) != 0) {
+  if (core_soup_export(a, fp, &version, hash, &e) != 0) {
     fclose(fp);
-    if (e.code == 0) {
-      e.code = ERR_INTERNAL;
-      snprintf(e.detail, sizeof e.detail, "export failed: write error");
-    }
     return reply_op_error(r, &e);
   }
   char ver[32];

@@ -110,6 +110,7 @@ int core_soup_export(struct app *a, FILE *fp, uint64_t *version, char hash[65],
   char *err = NULL;
   json_t *meta = json_pack("{s:s,s:s}", "format", "pt", "base_unet_sha256", a->base_sha256);
   int rc = soup_export_fp(v, fp, meta, &err);
+  if (rc == 0 && fflush(fp) != 0) rc = -1;
   json_decref(meta);
   *version = v->version;
   memcpy(hash, v->hash_hex, 65);

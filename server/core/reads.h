@@ -53,5 +53,5 @@ void core_stats_get(struct app *a, struct core_stats *s);
 
 /* Writes the live soup as a safetensors file (diffusers names, the inference
  * dtype, the base's sha256 in the metadata) to fp; *version and hash (hex)
- * name the version written. ERR_INTERNAL when writing fails. */
+ * name the version written; fp is flushed. ERR_INTERNAL when writing fails. */
 int core_soup_export(struct app *a, FILE *fp, uint64_t *version, char hash[65], struct op_error *e);
