@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -51,6 +52,12 @@ const char *http_status_title(unsigned status) {
 static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Response *resp,
                              const char *content_type, const char *const *headers) {
   if (!resp) return MHD_NO;
+  /* A reply ends the upload's use: remove its temporary file now, not when the
+   * connection completes, so a client that has the reply never sees it. */
+  if (r->upload_path[0]) {
+    unlink(r->upload_path);
+    r->upload_path[0] = 0;
+  }
   MHD_add_response_header(resp, "Content-Type", content_type);
   MHD_add_response_header(resp, "X-Request-Id", r->id);
   MHD_add_response_header(resp, "Cache-Control", "no-store");
