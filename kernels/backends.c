@@ -43,7 +43,7 @@ int backends_open(int gpu, int threads, struct backend **be, const struct soup_b
   if (!*be) return -1;
   *soup = soup_backend_cuda_for(gpu);
   if (*soup) return 0;
-  (*be)->destroy(*be);
+  be_destroy(*be);
   *be = NULL;
   *err = strdup("cannot create the CUDA soup backend");
   return -1;

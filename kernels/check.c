@@ -1,12 +1,11 @@
-/* check.c: the argument and shape checks of the compute ops, written once for
- * the CPU backend (kernels/cpu) and the CUDA backend (kernels/cuda).
+/* check.c: the argument and shape checks of the compute ops, written once
+ * for every backend and run by the front end (kernels/ops.c).
  *
- * The two backends validate their operands with the same rules and the same
- * messages (tests and API clients see them through last_error), so the rules
- * live here: each function formats its message into a caller's buffer and
- * returns the status, and the backend records it with cpu_fail or cuda_fail.
- * What stays in a backend is what differs between them: the ndim check's
- * message, binding the CUDA device, and device limits (e.g. INT32_MAX rows).
+ * Every backend validates its operands with the same rules and the same
+ * messages (tests and API clients see them through be_last_error): each
+ * function formats its message into a caller's buffer (the backend's
+ * last-error buffer) and returns the status. What stays in a backend is
+ * the limits of its device (e.g. INT32_MAX rows for a CUDA grid).
  */
 #include "kernels/check.h"
 
@@ -61,6 +60,17 @@ int check_param(char *msg, size_t len, const struct tensor *t, const char *op, c
     return fail(msg, len, -EINVAL, "%s: %s must be F32, F16 or BF16, got %s", op, what,
                 dtype_name(t->dtype));
   return 0;
+}
+
+int check_ndim(char *msg, size_t len, const struct tensor *t, const char *op, const char *what,
+               int ndim_min, int ndim_max) {
+  if (t->ndim >= ndim_min && t->ndim <= ndim_max) return 0;
+  char s[96];
+  if (ndim_min == ndim_max)
+    return fail(msg, len, -EINVAL, "%s: %s must have %d dims, got %s", op, what, ndim_min,
+                check_shape_str(t, s, sizeof s));
+  return fail(msg, len, -EINVAL, "%s: %s must have %d..%d dims, got %s", op, what, ndim_min,
+              ndim_max, check_shape_str(t, s, sizeof s));
 }
 
 int check_same_shape(char *msg, size_t len, const struct tensor *a, const struct tensor *b,

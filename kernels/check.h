@@ -1,17 +1,13 @@
-/* check.h: operand validation shared by the CPU and CUDA backends (check.c).
+/* check.h: the operand rules of the compute ops (check.c), run once by the
+ * front end (kernels/ops.c) for every backend.
  *
  * Every function writes a message of at most len bytes into msg and returns
  * a negative status (-EINVAL, or -ERANGE for an embedding id out of range)
- * when an operand is wrong, and returns 0 without touching msg otherwise. A
- * backend passes the message on to its own fail function, e.g.
- *   char msg[CHECK_MSG_LEN];
- *   if ((rc = check_permute(msg, sizeof msg, out, x, perm))) return cpu_fail(be, rc, "%s", msg);
- * The check_<op> functions run after the backend's own leading checks of the
- * op's operands (check_act / check_param / ndim, see each function), so they
- * may rely on non-NULL tensors of the right dtype and rank.
- *
- * Plain C, also included from the CUDA backend's .cu files (soupd_cuda links
- * soupd_kernels for them).
+ * when an operand is wrong, and returns 0 without touching msg otherwise.
+ * The front end passes the backend's last-error buffer as msg. The
+ * check_<op> functions run after the generic checks of the op's operands
+ * (check_act / check_param / check_ndim, see each function), so they may
+ * rely on non-NULL tensors of the right dtype and rank.
  */
 #pragma once
 
@@ -35,6 +31,9 @@ const char *check_shape_str(const struct tensor *t, char *buf, size_t n);
 int check_act(char *msg, size_t len, const struct tensor *t, const char *op, const char *what);
 /* A parameter: as an activation, but F32, F16 or BF16. */
 int check_param(char *msg, size_t len, const struct tensor *t, const char *op, const char *what);
+/* t has ndim_min..ndim_max dims ("op: what must have 4 dims, got [2, 3]"). */
+int check_ndim(char *msg, size_t len, const struct tensor *t, const char *op, const char *what,
+               int ndim_min, int ndim_max);
 int check_same_shape(char *msg, size_t len, const struct tensor *a, const struct tensor *b,
                      const char *op, const char *an, const char *bn);
 /* a and b hold as many elements ("op: an has A elements, bn B"). */

@@ -1,4 +1,4 @@
-/* backend_cpu.c: the CPU backend object: the op table, memory ops, errors,
+/* backend_cpu.c: the CPU backend object: the op table, memory ops,
  * parameter widening and the pooled GEMM.
  *
  * Memory is host memory (64-byte aligned). OpenBLAS is set to one thread at
@@ -48,15 +48,6 @@ static void openblas_fix_coretype(void) {
 
 static pthread_once_t openblas_once = PTHREAD_ONCE_INIT;
 
-int cpu_fail(struct backend *be, int status, const char *fmt, ...) {
-  struct cpu_ctx *c = cpu_ctx(be);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(c->err, sizeof c->err, fmt, ap);
-  va_end(ap);
-  return status;
-}
-
 float *cpu_buf_get(struct cpu_buf *buf, size_t n) {
   if (n <= buf->cap) return buf->p;
   size_t cap = n + n / 4 + 16;
@@ -66,36 +57,6 @@ float *cpu_buf_get(struct cpu_buf *buf, size_t n) {
   buf->p = p;
   buf->cap = cap;
   return buf->p;
-}
-
-int cpu_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  char msg[CHECK_MSG_LEN];
-  int rc = check_act(msg, sizeof msg, t, op, what);
-  return rc ? cpu_fail(be, rc, "%s", msg) : 0;
-}
-
-int cpu_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  char msg[CHECK_MSG_LEN];
-  int rc = check_param(msg, sizeof msg, t, op, what);
-  return rc ? cpu_fail(be, rc, "%s", msg) : 0;
-}
-
-int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
-                   int ndim_min, int ndim_max) {
-  if (t->ndim >= ndim_min && t->ndim <= ndim_max) return 0;
-  char s[96];
-  if (ndim_min == ndim_max)
-    return cpu_fail(be, -EINVAL, "%s: %s must have %d dims, got %s", op, what, ndim_min,
-                    check_shape_str(t, s, sizeof s));
-  return cpu_fail(be, -EINVAL, "%s: %s must have %d..%d dims, got %s", op, what, ndim_min, ndim_max,
-                  check_shape_str(t, s, sizeof s));
-}
-
-int cpu_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
-                         const char *op, const char *an, const char *bn) {
-  char msg[CHECK_MSG_LEN];
-  int rc = check_same_shape(msg, sizeof msg, a, b, op, an, bn);
-  return rc ? cpu_fail(be, rc, "%s", msg) : 0;
 }
 
 /* ---- widening ---- */
@@ -153,7 +114,7 @@ const float *cpu_param_f32(struct backend *be, const struct tensor *w, int slot,
   int64_t n = tensor_numel(w);
   float *p = cpu_buf_get(&cpu_ctx(be)->wbuf[slot], (size_t)n);
   if (!p) {
-    cpu_fail(be, -ENOMEM, "%s: no memory to widen %lld elements", what, (long long)n);
+    backend_fail(be, -ENOMEM, "%s: no memory to widen %lld elements", what, (long long)n);
     return NULL;
   }
   cpu_widen(be, p, w->data, w->dtype, n);
@@ -213,35 +174,17 @@ void cpu_sgemm(struct backend *be, int trans_a, int trans_b, int64_t M, int64_t 
 
 /* ---- memory ops ---- */
 
-static int cpu_tensor_alloc(struct backend *be, struct tensor *t, enum dtype dt, int ndim,
-                            const int64_t *shape) {
-  if (!t) return cpu_fail(be, -EINVAL, "tensor_alloc: tensor is NULL");
-  memset(t, 0, sizeof *t);
-  if ((unsigned)dt >= DT_COUNT) return cpu_fail(be, -EINVAL, "tensor_alloc: bad dtype %d", dt);
-  if (ndim < 1 || ndim > TENSOR_MAX_DIMS)
-    return cpu_fail(be, -EINVAL, "tensor_alloc: ndim %d out of 1..%d", ndim, TENSOR_MAX_DIMS);
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) {
-    if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 16 / shape[i]))
-      return cpu_fail(be, -EINVAL, "tensor_alloc: bad dim %lld", (long long)shape[i]);
-    n *= shape[i];
-  }
-  size_t bytes = (size_t)n * dtype_size(dt);
+static void *cpu_alloc(struct backend *be, size_t bytes) {
   void *p = NULL;
-  if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0)
-    return cpu_fail(be, -ENOMEM, "tensor_alloc: no memory for %zu bytes", bytes);
-  t->dtype = dt;
-  t->ndim = ndim;
-  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-  t->data = p;
-  t->be = be;
-  return 0;
+  if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0) {
+    backend_fail(be, -ENOMEM, "tensor_alloc: no memory for %zu bytes", bytes);
+    return NULL;
+  }
+  return p;
 }
 
-static void cpu_tensor_free(struct backend *be, struct tensor *t) {
-  if (!t) return;
-  if (t->be == be) free(t->data);
-  memset(t, 0, sizeof *t);
+static void cpu_free(struct backend *be, void *p) {
+  free(p);
 }
 
 struct narrow_job {
@@ -286,14 +229,14 @@ static int convert(struct backend *be, void *dst, enum dtype dd, const void *src
     for (int64_t i = 0; i < n; i++) {
       int64_t v = ((const int64_t *)src)[i];
       if (v < INT32_MIN || v > INT32_MAX)
-        return cpu_fail(be, -ERANGE, "%s: I64 value %lld does not fit I32", op, (long long)v);
+        return backend_fail(be, -ERANGE, "%s: I64 value %lld does not fit I32", op, (long long)v);
       ((int32_t *)dst)[i] = (int32_t)v;
     }
     return 0;
   }
   if (fl_s && (dd == DT_I32 || dd == DT_I64))
-    return cpu_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
-                    dtype_name(dd));
+    return backend_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
+                        dtype_name(dd));
   if ((sd == DT_I32 || sd == DT_I64) && fl_d) {
     for (int64_t i = 0; i < n; i++) {
       float f = sd == DT_I32 ? (float)((const int32_t *)src)[i] : (float)((const int64_t *)src)[i];
@@ -304,36 +247,19 @@ static int convert(struct backend *be, void *dst, enum dtype dd, const void *src
     }
     return 0;
   }
-  return cpu_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
-                  dtype_name(dd));
+  return backend_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
+                      dtype_name(dd));
 }
 
-int upload_cpu(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
-  if (!dst || (!dst->data && tensor_numel(dst) > 0))
-    return cpu_fail(be, -EINVAL, "upload: dst has no data");
-  if ((unsigned)src_dt >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
-    return cpu_fail(be, -EINVAL, "upload: bad dtype");
-  if (!src && tensor_numel(dst) > 0) return cpu_fail(be, -EINVAL, "upload: src is NULL");
+static int upload_cpu(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
   return convert(be, dst->data, dst->dtype, src, src_dt, tensor_numel(dst), "upload");
 }
 
-int download_f32_cpu(struct backend *be, const struct tensor *src, float *dst) {
-  if (!src || (!src->data && tensor_numel(src) > 0))
-    return cpu_fail(be, -EINVAL, "download_f32: src has no data");
-  if ((unsigned)src->dtype >= DT_COUNT) return cpu_fail(be, -EINVAL, "download_f32: bad dtype");
-  if (!dst && tensor_numel(src) > 0) return cpu_fail(be, -EINVAL, "download_f32: dst is NULL");
+static int download_f32_cpu(struct backend *be, const struct tensor *src, float *dst) {
   return convert(be, dst, DT_F32, src->data, src->dtype, tensor_numel(src), "download_f32");
 }
 
-int copy_cpu(struct backend *be, struct tensor *dst, const struct tensor *src) {
-  if (!dst || !src) return cpu_fail(be, -EINVAL, "copy: NULL tensor");
-  if (tensor_numel(dst) != tensor_numel(src))
-    return cpu_fail(be, -EINVAL, "copy: numel %lld vs %lld", (long long)tensor_numel(dst),
-                    (long long)tensor_numel(src));
-  if ((unsigned)src->dtype >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
-    return cpu_fail(be, -EINVAL, "copy: bad dtype");
-  if (tensor_numel(dst) == 0) return 0;
-  if (!dst->data || !src->data) return cpu_fail(be, -EINVAL, "copy: tensor has no data");
+static int copy_cpu(struct backend *be, struct tensor *dst, const struct tensor *src) {
   return convert(be, dst->data, dst->dtype, src->data, src->dtype, tensor_numel(src), "copy");
 }
 
@@ -341,28 +267,50 @@ static int cpu_synchronize(struct backend *be) {
   return 0;
 }
 
-static const char *cpu_last_error(struct backend *be) {
-  return cpu_ctx(be)->err;
+static void cpu_ctx_free(struct cpu_ctx *c) {
+  if (!c) return;
+  thread_pool_free(c->pool);
+  for (int i = 0; i < CPU_W_COUNT; i++) free(c->wbuf[i].p);
+  for (int i = 0; i < CPU_MAX_THREADS; i++) free(c->tbuf[i].p);
+  free(c);
 }
 
 static void cpu_destroy(struct backend *be) {
-  if (!be) return;
-  struct cpu_ctx *c = cpu_ctx(be);
-  if (c) {
-    thread_pool_free(c->pool);
-    pthread_mutex_destroy(&c->mu);
-    for (int i = 0; i < CPU_W_COUNT; i++) free(c->wbuf[i].p);
-    for (int i = 0; i < CPU_MAX_THREADS; i++) free(c->tbuf[i].p);
-    free(c);
-  }
-  free(be);
+  cpu_ctx_free(cpu_ctx(be));
 }
 
+static const struct backend_ops cpu_ops = {
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = upload_cpu,
+    .download_f32 = download_f32_cpu,
+    .copy = copy_cpu,
+    .synchronize = cpu_synchronize,
+    .conv2d = conv2d_cpu,
+    .linear = linear_cpu,
+    .matmul = matmul_cpu,
+    .group_norm = group_norm_cpu,
+    .layer_norm = layer_norm_cpu,
+    .softmax = softmax_cpu,
+    .attention = attention_cpu,
+    .unary = unary_cpu,
+    .geglu = geglu_cpu,
+    .add = add_cpu,
+    .mul = mul_cpu,
+    .add_channel = add_channel_cpu,
+    .axpby = axpby_cpu,
+    .concat_channels = concat_channels_cpu,
+    .upsample_nearest = upsample_nearest_cpu,
+    .permute = permute_cpu,
+    .slice = slice_cpu,
+    .timestep_embedding = timestep_embedding_cpu,
+    .embedding = embedding_cpu,
+    .destroy = cpu_destroy,
+};
+
 struct backend *backend_cpu_new(int threads) {
-  struct backend *be = calloc(1, sizeof *be);
   struct cpu_ctx *c = calloc(1, sizeof *c);
-  if (!be || !c) goto fail;
-  pthread_mutex_init(&c->mu, NULL);
+  if (!c) return NULL;
   c->pool = thread_pool_new(threads);
   if (!c->pool) goto fail;
   c->threads = thread_pool_size(c->pool);
@@ -371,18 +319,9 @@ struct backend *backend_cpu_new(int threads) {
   c->avx512 = conv_avx512_available() && attn_avx512_available() &&
               !(getenv("SOUPD_CPU_NO_AVX512") && atoi(getenv("SOUPD_CPU_NO_AVX512")));
   openblas_set_num_threads(1);
-  be->name = "cpu";
-  be->ctx = c;
-  be->tensor_alloc = cpu_tensor_alloc;
-  be->tensor_free = cpu_tensor_free;
-  be->synchronize = cpu_synchronize;
-  cpu_ops_install(be); /* every op, wrapped in c->mu */
-  be->last_error = cpu_last_error;
-  be->destroy = cpu_destroy;
-  return be;
+  struct backend *be = backend_new("cpu", c, &cpu_ops);
+  if (be) return be;
 fail:
-  if (c) thread_pool_free(c->pool);
-  free(c);
-  free(be);
+  cpu_ctx_free(c);
   return NULL;
 }

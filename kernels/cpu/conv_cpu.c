@@ -134,16 +134,6 @@ static int64_t tile_rows(const struct conv_geom *g, int64_t N, int64_t target, i
 int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                const struct tensor *w, const struct tensor *b, int stride, int pad) {
   static const char *op = "conv2d";
-  int rc;
-  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_ndim(be, x, op, "x", 4, 4)) ||
-      (rc = cpu_check_param(be, w, op, "w")) || (rc = cpu_check_ndim(be, w, op, "w", 4, 4)) ||
-      (rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 4, 4)))
-    return rc;
-  if (b && ((rc = cpu_check_param(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 1, 1))))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_conv2d(msg, sizeof msg, out, x, w, b, stride, pad)))
-    return cpu_fail(be, rc, "%s", msg);
   int64_t N = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
   int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
@@ -190,6 +180,6 @@ int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
     j.tiles = (Ho + j.rows - 1) / j.rows;
     parallel_for(c->pool, N * j.tiles, 1, conv_tile_task, &j);
   }
-  if (j.failed) return cpu_fail(be, -ENOMEM, "conv2d: no memory for im2col");
+  if (j.failed) return backend_fail(be, -ENOMEM, "conv2d: no memory for im2col");
   return 0;
 }

@@ -1,10 +1,11 @@
 /* cpu_impl.h: what the CPU backend's op files share (private to kernels/cpu).
  *
- * struct cpu_ctx is be->ctx for the CPU backend: the thread pool, the last
- * error message and scratch buffers. Scratch is reused across calls and only
- * grows; per-thread slots are touched only by their own worker. Ops of one
- * backend are serialised by c->mu (locked_cpu.c), so callers on several
- * host threads wait for each other instead of sharing scratch.
+ * struct cpu_ctx is be->ctx for the CPU backend: the thread pool and scratch
+ * buffers. Scratch is reused across calls and only grows; per-thread slots
+ * are touched only by their own worker. The front end (kernels/ops.c)
+ * serialises the ops of one backend, so callers on several host threads wait
+ * for each other instead of sharing scratch, and it has checked every
+ * operand before an op here runs.
  *
  * Weights in F16/BF16 are widened per call into a weight scratch slot (conv,
  * norms) or panel by panel while packing (linear); nothing is cached by
@@ -18,8 +19,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "kernels/backend.h"
-#include "kernels/check.h"
+#include "kernels/backend_impl.h"
 #include "threads.h"
 
 #define CPU_MAX_THREADS 256
@@ -33,11 +33,9 @@ struct cpu_buf {
 };
 
 struct cpu_ctx {
-  pthread_mutex_t mu; /* held by every op (locked_cpu.c) */
   struct thread_pool *pool;
   int threads;
   int avx512; /* use the AVX-512 kernels (CPU has them, SOUPD_CPU_NO_AVX512 unset) */
-  char err[512];
   struct cpu_buf wbuf[CPU_W_COUNT];
   struct cpu_buf tbuf[CPU_MAX_THREADS]; /* per-thread scratch */
 };
@@ -45,10 +43,6 @@ struct cpu_ctx {
 static inline struct cpu_ctx *cpu_ctx(struct backend *be) {
   return (struct cpu_ctx *)be->ctx;
 }
-
-/* Records a message as the last error and returns status (negative). */
-int cpu_fail(struct backend *be, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Grows buf to hold n floats; returns NULL on allocation failure. */
 float *cpu_buf_get(struct cpu_buf *buf, size_t n);
@@ -61,19 +55,6 @@ const float *cpu_param_f32(struct backend *be, const struct tensor *w, int slot,
 void cpu_widen_serial(float *dst, const void *src, enum dtype dt, int64_t n);
 /* Widens n elements of src (F32/F16/BF16) to dst; parallel for large n. */
 void cpu_widen(struct backend *be, float *dst, const void *src, enum dtype dt, int64_t n);
-
-/* ---- checks (return 0 or a negative status with last_error set) ----
- * The rules and messages are kernels/check.h's; an op runs its check_<op>
- * from there after these and records a failure with cpu_fail(be, rc, "%s", msg). */
-/* An activation: non-NULL, with data, F32. */
-int cpu_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what);
-/* A parameter: non-NULL, with data, F32, F16 or BF16. */
-int cpu_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what);
-/* t has exactly ndim dims (ndim_min..ndim_max). */
-int cpu_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
-                   int ndim_min, int ndim_max);
-int cpu_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
-                         const char *op, const char *an, const char *bn);
 
 /* ---- GEMM over the pool (row-major, OpenBLAS single-threaded per piece) ----
  * C[M,N] = alpha * op(A) op(B) + beta * C, split over M or N between threads. */
@@ -116,11 +97,6 @@ void gemm_avx512_rows(const float *a, int64_t lda, int64_t rows, int64_t K, cons
                       int64_t N, const float *bias, float *c, int64_t ldc);
 
 /* ---- ops (one file per concern) ---- */
-/* locked_cpu.c: points every op of be at a wrapper holding c->mu */
-void cpu_ops_install(struct backend *be);
-int upload_cpu(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt);
-int download_f32_cpu(struct backend *be, const struct tensor *src, float *dst);
-int copy_cpu(struct backend *be, struct tensor *dst, const struct tensor *src);
 int conv2d_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                const struct tensor *w, const struct tensor *b, int stride, int pad);
 int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,

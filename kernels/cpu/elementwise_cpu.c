@@ -52,20 +52,7 @@ static void unary_task(void *ctx, int64_t i0, int64_t i1, int tid) {
   unary_range(j->out + i0, j->a + i0, i1 - i0, j->op);
 }
 
-static int check_pair(struct backend *be, const struct tensor *out, const struct tensor *a,
-                      const char *op) {
-  int rc;
-  if ((rc = cpu_check_act(be, a, op, "x")) || (rc = cpu_check_act(be, out, op, "out"))) return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_same_numel(msg, sizeof msg, out, a, op, "out", "input")))
-    return cpu_fail(be, rc, "%s", msg);
-  return 0;
-}
-
 int unary_cpu(struct backend *be, struct tensor *out, const struct tensor *x, enum unary_op op) {
-  int rc = check_pair(be, out, x, "unary");
-  if (rc) return rc;
-  if ((unsigned)op > UNARY_QUICK_GELU) return cpu_fail(be, -EINVAL, "unary: bad op %d", (int)op);
   struct ew_job j = {.out = out->data, .a = x->data, .op = (int)op};
   parallel_for(cpu_ctx(be)->pool, tensor_numel(x), EW_GRAIN, unary_task, &j);
   return 0;
@@ -80,11 +67,6 @@ static void geglu_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 }
 
 int geglu_cpu(struct backend *be, struct tensor *out, const struct tensor *x) {
-  static const char *op = "geglu";
-  int rc;
-  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_act(be, out, op, "out"))) return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_geglu(msg, sizeof msg, out, x))) return cpu_fail(be, rc, "%s", msg);
   int64_t D = x->shape[x->ndim - 1] / 2;
   if (D == 0 || tensor_numel(out) == 0) return 0;
   struct ew_job j = {.out = out->data, .a = x->data, .inner = D};
@@ -118,11 +100,6 @@ static void binary_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 static int binary(struct backend *be, struct tensor *out, const struct tensor *a,
                   const struct tensor *b, int op, const char *name) {
-  int rc;
-  if ((rc = check_pair(be, out, a, name)) || (rc = cpu_check_act(be, b, name, "b"))) return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_same_numel(msg, sizeof msg, a, b, name, "a", "b")))
-    return cpu_fail(be, rc, "%s", msg);
   struct ew_job j = {.out = out->data, .a = a->data, .b = b->data, .op = op};
   parallel_for(cpu_ctx(be)->pool, tensor_numel(a), EW_GRAIN, binary_task, &j);
   return 0;
@@ -140,16 +117,6 @@ int mul_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
 
 int axpby_cpu(struct backend *be, struct tensor *out, float alpha, const struct tensor *x,
               float beta, const struct tensor *y) {
-  int rc = check_pair(be, out, x, "axpby");
-  if (rc) return rc;
-  if (y) {
-    if ((rc = cpu_check_act(be, y, "axpby", "y"))) return rc;
-    char msg[CHECK_MSG_LEN];
-    if ((rc = check_same_numel(msg, sizeof msg, x, y, "axpby", "x", "y")))
-      return cpu_fail(be, rc, "%s", msg);
-  } else if (beta != 0.0f) {
-    return cpu_fail(be, -EINVAL, "axpby: y is NULL but beta is %g", (double)beta);
-  }
   struct ew_job j = {.out = out->data,
                      .a = x->data,
                      .b = y ? y->data : NULL,
@@ -172,16 +139,7 @@ static void add_channel_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 int add_channel_cpu(struct backend *be, struct tensor *out, const struct tensor *a,
                     const struct tensor *b) {
-  static const char *op = "add_channel";
-  int rc;
-  if ((rc = cpu_check_act(be, a, op, "a")) || (rc = cpu_check_ndim(be, a, op, "a", 2, 4)) ||
-      (rc = cpu_check_act(be, out, op, "out")) ||
-      (rc = cpu_check_same_shape(be, out, a, op, "out", "a")) ||
-      (rc = cpu_check_act(be, b, op, "b")))
-    return rc;
   int64_t N = a->shape[0], C = a->shape[1];
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_add_channel(msg, sizeof msg, out, a, b))) return cpu_fail(be, rc, "%s", msg);
   if (N * C == 0) return 0;
   struct ew_job j = {
       .out = out->data, .a = a->data, .b = b->data, .inner = tensor_numel(a) / (N * C)};

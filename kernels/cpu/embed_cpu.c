@@ -12,13 +12,6 @@
 
 int timestep_embedding_cpu(struct backend *be, struct tensor *out, const float *t, int dim,
                            int flip_sin_to_cos, float freq_shift, float max_period) {
-  static const char *op = "timestep_embedding";
-  int rc;
-  if ((rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 2, 2)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_timestep_embedding(msg, sizeof msg, out, t, dim, freq_shift, max_period)))
-    return cpu_fail(be, rc, "%s", msg);
   int64_t N = out->shape[0];
   int half = dim / 2;
   float *o = out->data;
@@ -41,13 +34,6 @@ int timestep_embedding_cpu(struct backend *be, struct tensor *out, const float *
 
 int embedding_cpu(struct backend *be, struct tensor *out, const int32_t *ids,
                   const struct tensor *table) {
-  static const char *op = "embedding";
-  int rc;
-  if ((rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_param(be, table, op, "table")) ||
-      (rc = cpu_check_ndim(be, table, op, "table", 2, 2)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_embedding(msg, sizeof msg, out, ids, table))) return cpu_fail(be, rc, "%s", msg);
   int64_t D = table->shape[1], n = D ? tensor_numel(out) / D : 0;
   size_t es = dtype_size(table->dtype);
   for (int64_t i = 0; i < n; i++)

@@ -78,15 +78,7 @@ static void lin_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
                const struct tensor *w, const struct tensor *b) {
   static const char *op = "linear";
-  int rc;
-  if ((rc = cpu_check_act(be, x, op, "x")) || (rc = cpu_check_param(be, w, op, "w")) ||
-      (rc = cpu_check_ndim(be, w, op, "w", 2, 2)) || (rc = cpu_check_act(be, out, op, "out")))
-    return rc;
-  if (b && ((rc = cpu_check_param(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 1, 1))))
-    return rc;
   int64_t O = w->shape[0], In = w->shape[1];
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_linear(msg, sizeof msg, out, x, w, b))) return cpu_fail(be, rc, "%s", msg);
   int64_t M = In ? tensor_numel(x) / In : tensor_numel(out) / (O ? O : 1);
   if (M == 0 || O == 0) return 0;
   const float *bf = NULL;
@@ -94,17 +86,17 @@ int linear_cpu(struct backend *be, struct tensor *out, const struct tensor *x,
   struct cpu_ctx *c = cpu_ctx(be);
   if (c->avx512 && In > 0 && M >= 32) {
     float *bp = cpu_buf_get(&c->wbuf[CPU_W_PACK], gemm_avx512_bpack_floats(O, In));
-    if (!bp) return cpu_fail(be, -ENOMEM, "linear: no memory to pack weights");
+    if (!bp) return backend_fail(be, -ENOMEM, "linear: no memory to pack weights");
     struct pack_job pj = {w->data, w->dtype, bp, O, In, c->tbuf, 0};
     parallel_for(c->pool, (O + 31) / 32, 1, pack_task, &pj);
-    if (pj.failed) return cpu_fail(be, -ENOMEM, "linear: no memory to widen weights");
+    if (pj.failed) return backend_fail(be, -ENOMEM, "linear: no memory to widen weights");
     /* rows per task: a multiple of 8, 4 tasks per thread, at most 256 */
     int64_t mb = (M + 4 * c->threads - 1) / (4 * c->threads);
     mb = (mb + 7) / 8 * 8;
     if (mb > 256) mb = 256;
     struct lin_job lj = {x->data, bp, bf, out->data, M, In, O, mb, c->tbuf, 0};
     parallel_for(c->pool, (M + mb - 1) / mb, 1, lin_task, &lj);
-    if (lj.failed) return cpu_fail(be, -ENOMEM, "linear: no memory for packing");
+    if (lj.failed) return backend_fail(be, -ENOMEM, "linear: no memory for packing");
     return 0;
   }
   const float *wf = cpu_param_f32(be, w, CPU_W_WEIGHT, op);
@@ -139,15 +131,6 @@ static void bmm_task(void *ctx, int64_t i0, int64_t i1, int tid) {
 
 int matmul_cpu(struct backend *be, struct tensor *out, const struct tensor *a, int trans_a,
                const struct tensor *b, int trans_b, float alpha) {
-  static const char *op = "matmul";
-  int rc;
-  if ((rc = cpu_check_act(be, a, op, "a")) || (rc = cpu_check_ndim(be, a, op, "a", 2, 3)) ||
-      (rc = cpu_check_act(be, b, op, "b")) || (rc = cpu_check_ndim(be, b, op, "b", 2, 3)) ||
-      (rc = cpu_check_act(be, out, op, "out")) || (rc = cpu_check_ndim(be, out, op, "out", 2, 3)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_matmul(msg, sizeof msg, out, a, trans_a, b, trans_b)))
-    return cpu_fail(be, rc, "%s", msg);
   int d = a->ndim - 2;
   int64_t B = d ? a->shape[0] : 1;
   int64_t M = trans_a ? a->shape[d + 1] : a->shape[d], K = trans_a ? a->shape[d] : a->shape[d + 1];

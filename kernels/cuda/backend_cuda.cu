@@ -20,49 +20,10 @@
 
 #include "cuda_impl.cuh"
 
-int cuda_fail(struct backend *be, int status, const char *fmt, ...) {
-  struct cuda_ctx *c = cuda_ctx(be);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(c->err, sizeof c->err, fmt, ap);
-  va_end(ap);
-  return status;
-}
-
 void cuda_bind(struct backend *be) {
   int d = -1;
   int want = cuda_ctx(be)->device;
   if (cudaGetDevice(&d) != cudaSuccess || d != want) cudaSetDevice(want);
-}
-
-/* The checks bind the device first: every op checks its operands before anything else. */
-int cuda_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  cuda_bind(be);
-  char msg[CHECK_MSG_LEN];
-  int rc = check_act(msg, sizeof msg, t, op, what);
-  return rc ? cuda_fail(be, rc, "%s", msg) : 0;
-}
-
-int cuda_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what) {
-  cuda_bind(be);
-  char msg[CHECK_MSG_LEN];
-  int rc = check_param(msg, sizeof msg, t, op, what);
-  return rc ? cuda_fail(be, rc, "%s", msg) : 0;
-}
-
-int cuda_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
-                    int ndim_min, int ndim_max) {
-  if (t->ndim >= ndim_min && t->ndim <= ndim_max) return 0;
-  char s[96];
-  return cuda_fail(be, -EINVAL, "%s: %s must have %d..%d dims, got %s", op, what, ndim_min,
-                   ndim_max, check_shape_str(t, s, sizeof s));
-}
-
-int cuda_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
-                          const char *op, const char *an, const char *bn) {
-  char msg[CHECK_MSG_LEN];
-  int rc = check_same_shape(msg, sizeof msg, a, b, op, an, bn);
-  return rc ? cuda_fail(be, rc, "%s", msg) : 0;
 }
 
 /* ---- caching allocator ---- */
@@ -169,14 +130,14 @@ static void *ca_malloc(struct backend *be, size_t bytes) {
     }
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
-      cuda_fail(be, -ENOMEM, "tensor_alloc: cudaMalloc(%zu) failed: %s", block,
-                cudaGetErrorString(e));
+      backend_fail(be, -ENOMEM, "tensor_alloc: cudaMalloc(%zu) failed: %s", block,
+                   cudaGetErrorString(e));
       return NULL;
     }
   }
   if (ca_live_put(a, p, cls)) {
     cudaFree(p);
-    cuda_fail(be, -ENOMEM, "tensor_alloc: no host memory for the allocator map");
+    backend_fail(be, -ENOMEM, "tensor_alloc: no host memory for the allocator map");
     return NULL;
   }
   return p;
@@ -229,7 +190,7 @@ void *cuda_scratch(struct backend *be, int slot, size_t bytes) {
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     s->p = NULL;
-    cuda_fail(be, -ENOMEM, "scratch: cudaMalloc(%zu) failed: %s", cap, cudaGetErrorString(e));
+    backend_fail(be, -ENOMEM, "scratch: cudaMalloc(%zu) failed: %s", cap, cudaGetErrorString(e));
     return NULL;
   }
   s->cap = cap;
@@ -293,7 +254,7 @@ int cuda_sgemm(struct backend *be, int ta, int tb, int64_t M, int64_t N, int64_t
   if (M <= 0 || N <= 0 || batch <= 0) return 0;
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
       ldc > INT32_MAX || batch > INT32_MAX)
-    return cuda_fail(be, -EINVAL, "gemm: dimensions beyond 2^31");
+    return backend_fail(be, -EINVAL, "gemm: dimensions beyond 2^31");
   cublasComputeType_t ct =
       c->math == CUDA_MATH_F32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
   cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -311,35 +272,12 @@ int cuda_sgemm(struct backend *be, int ta, int tb, int64_t M, int64_t N, int64_t
 
 /* ---- memory ops ---- */
 
-static int cuda_tensor_alloc(struct backend *be, struct tensor *t, enum dtype dt, int ndim,
-                             const int64_t *shape) {
-  cuda_bind(be);
-  if (!t) return cuda_fail(be, -EINVAL, "tensor_alloc: tensor is NULL");
-  memset(t, 0, sizeof *t);
-  if ((unsigned)dt >= DT_COUNT) return cuda_fail(be, -EINVAL, "tensor_alloc: bad dtype %d", dt);
-  if (ndim < 1 || ndim > TENSOR_MAX_DIMS)
-    return cuda_fail(be, -EINVAL, "tensor_alloc: ndim %d out of 1..%d", ndim, TENSOR_MAX_DIMS);
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) {
-    if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 16 / shape[i]))
-      return cuda_fail(be, -EINVAL, "tensor_alloc: bad dim %lld", (long long)shape[i]);
-    n *= shape[i];
-  }
-  void *p = ca_malloc(be, (size_t)n * cu_dtype_size(dt));
-  if (!p) return -ENOMEM;
-  t->dtype = dt;
-  t->ndim = ndim;
-  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-  t->data = p;
-  t->be = be;
-  return 0;
+static void *cuda_alloc(struct backend *be, size_t bytes) {
+  return ca_malloc(be, bytes);
 }
 
-static void cuda_tensor_free(struct backend *be, struct tensor *t) {
-  if (!t) return;
-  cuda_bind(be);
-  if (t->be == be && t->data) ca_free(be, t->data);
-  memset(t, 0, sizeof *t);
+static void cuda_free(struct backend *be, void *p) {
+  ca_free(be, p);
 }
 
 /* host conversion with the CPU backend's rules; returns 0 or -EINVAL/-ERANGE */
@@ -364,7 +302,7 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
     } else if (sd == DT_I64 && dd == DT_I32) {
       int64_t v = ((const int64_t *)src)[i];
       if (v < INT32_MIN || v > INT32_MAX)
-        return cuda_fail(be, -ERANGE, "%s: I64 value %lld does not fit I32", op, (long long)v);
+        return backend_fail(be, -ERANGE, "%s: I64 value %lld does not fit I32", op, (long long)v);
       ((int32_t *)dst)[i] = (int32_t)v;
     } else if (!fs && fd) {
       float f = sd == DT_I32 ? (float)((const int32_t *)src)[i] : (float)((const int64_t *)src)[i];
@@ -373,23 +311,16 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
       else
         ((uint16_t *)dst)[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
     } else {
-      return cuda_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, cu_dtype_name(sd),
-                       cu_dtype_name(dd));
+      return backend_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, cu_dtype_name(sd),
+                          cu_dtype_name(dd));
     }
   }
   return 0;
 }
 
 static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
-  cuda_bind(be);
   struct cuda_ctx *c = cuda_ctx(be);
-  if (!dst || (!dst->data && cu_numel(dst) > 0))
-    return cuda_fail(be, -EINVAL, "upload: dst has no data");
-  if ((unsigned)src_dt >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
-    return cuda_fail(be, -EINVAL, "upload: bad dtype");
   int64_t n = cu_numel(dst);
-  if (n == 0) return 0;
-  if (!src) return cuda_fail(be, -EINVAL, "upload: src is NULL");
   if (src_dt == dst->dtype) {
     CU_TRY(be, cudaMemcpyAsync(dst->data, src, (size_t)n * cu_dtype_size(src_dt),
                                cudaMemcpyHostToDevice, c->stream));
@@ -406,7 +337,7 @@ static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, 
     return 0;
   }
   void *h = malloc((size_t)n * cu_dtype_size(dst->dtype));
-  if (!h) return cuda_fail(be, -ENOMEM, "upload: no host memory");
+  if (!h) return backend_fail(be, -ENOMEM, "upload: no host memory");
   int rc = host_convert(be, h, dst->dtype, src, src_dt, n, "upload");
   if (rc == 0) {
     /* on the op stream, and waited for: a pageable H2D copy may still be in
@@ -415,21 +346,15 @@ static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, 
                                     cudaMemcpyHostToDevice, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess)
-      rc = cuda_fail(be, -EIO, "upload: cudaMemcpy failed: %s", cudaGetErrorString(e));
+      rc = backend_fail(be, -EIO, "upload: cudaMemcpy failed: %s", cudaGetErrorString(e));
   }
   free(h);
   return rc;
 }
 
 static int cuda_download_f32(struct backend *be, const struct tensor *src, float *dst) {
-  cuda_bind(be);
   struct cuda_ctx *c = cuda_ctx(be);
-  if (!src || (!src->data && cu_numel(src) > 0))
-    return cuda_fail(be, -EINVAL, "download_f32: src has no data");
-  if ((unsigned)src->dtype >= DT_COUNT) return cuda_fail(be, -EINVAL, "download_f32: bad dtype");
   int64_t n = cu_numel(src);
-  if (n == 0) return 0;
-  if (!dst) return cuda_fail(be, -EINVAL, "download_f32: dst is NULL");
   if (src->dtype == DT_F32) {
     CU_TRY(be, cudaMemcpyAsync(dst, src->data, (size_t)n * 4, cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(be, cudaStreamSynchronize(c->stream));
@@ -444,12 +369,12 @@ static int cuda_download_f32(struct backend *be, const struct tensor *src, float
   }
   size_t bytes = (size_t)n * cu_dtype_size(src->dtype);
   void *h = malloc(bytes);
-  if (!h) return cuda_fail(be, -ENOMEM, "download_f32: no host memory");
+  if (!h) return backend_fail(be, -ENOMEM, "download_f32: no host memory");
   int rc = 0;
   cudaError_t e = cudaMemcpyAsync(h, src->data, bytes, cudaMemcpyDeviceToHost, c->stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
   if (e != cudaSuccess)
-    rc = cuda_fail(be, -EIO, "download_f32: copy failed: %s", cudaGetErrorString(e));
+    rc = backend_fail(be, -EIO, "download_f32: copy failed: %s", cudaGetErrorString(e));
   else
     rc = host_convert(be, dst, DT_F32, h, src->dtype, n, "download_f32");
   free(h);
@@ -457,17 +382,8 @@ static int cuda_download_f32(struct backend *be, const struct tensor *src, float
 }
 
 static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor *src) {
-  cuda_bind(be);
   struct cuda_ctx *c = cuda_ctx(be);
-  if (!dst || !src) return cuda_fail(be, -EINVAL, "copy: NULL tensor");
   int64_t n = cu_numel(src);
-  if (cu_numel(dst) != n)
-    return cuda_fail(be, -EINVAL, "copy: numel %lld vs %lld", (long long)cu_numel(dst),
-                     (long long)n);
-  if ((unsigned)src->dtype >= DT_COUNT || (unsigned)dst->dtype >= DT_COUNT)
-    return cuda_fail(be, -EINVAL, "copy: bad dtype");
-  if (n == 0) return 0;
-  if (!dst->data || !src->data) return cuda_fail(be, -EINVAL, "copy: tensor has no data");
   if (dst->dtype == src->dtype) {
     CU_TRY(be, cudaMemcpyAsync(dst->data, src->data, (size_t)n * cu_dtype_size(src->dtype),
                                cudaMemcpyDeviceToDevice, c->stream));
@@ -484,16 +400,16 @@ static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor
   void *hs = malloc(sb), *hd = malloc(db);
   int rc = 0;
   if (!hs || !hd) {
-    rc = cuda_fail(be, -ENOMEM, "copy: no host memory");
+    rc = backend_fail(be, -ENOMEM, "copy: no host memory");
   } else {
     cudaError_t e = cudaMemcpyAsync(hs, src->data, sb, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (e != cudaSuccess) rc = cuda_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
+    if (e != cudaSuccess) rc = backend_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
     if (!rc) rc = host_convert(be, hd, dst->dtype, hs, src->dtype, n, "copy");
     if (!rc) {
       e = cudaMemcpyAsync(dst->data, hd, db, cudaMemcpyHostToDevice, c->stream);
       if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-      if (e != cudaSuccess) rc = cuda_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
+      if (e != cudaSuccess) rc = backend_fail(be, -EIO, "copy: %s", cudaGetErrorString(e));
     }
   }
   free(hs);
@@ -502,18 +418,11 @@ static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor
 }
 
 static int cuda_synchronize(struct backend *be) {
-  cuda_bind(be);
   CU_TRY(be, cudaStreamSynchronize(cuda_ctx(be)->stream));
   return 0;
 }
 
-static const char *cuda_last_error(struct backend *be) {
-  return cuda_ctx(be)->err;
-}
-
-static void cuda_destroy(struct backend *be) {
-  if (!be) return;
-  struct cuda_ctx *c = cuda_ctx(be);
+static void cuda_ctx_free(struct cuda_ctx *c) {
   if (c) {
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
@@ -533,8 +442,41 @@ static void cuda_destroy(struct backend *be) {
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
   }
-  free(be);
 }
+
+static void cuda_destroy(struct backend *be) {
+  cuda_ctx_free(cuda_ctx(be));
+}
+
+static const struct backend_ops cuda_ops = {
+    .enter = cuda_bind,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .upload = cuda_upload,
+    .download_f32 = cuda_download_f32,
+    .copy = cuda_copy,
+    .synchronize = cuda_synchronize,
+    .conv2d = conv2d_cuda,
+    .linear = linear_cuda,
+    .matmul = matmul_cuda,
+    .group_norm = group_norm_cuda,
+    .layer_norm = layer_norm_cuda,
+    .softmax = softmax_cuda,
+    .attention = attention_cuda,
+    .unary = unary_cuda,
+    .geglu = geglu_cuda,
+    .add = add_cuda,
+    .mul = mul_cuda,
+    .add_channel = add_channel_cuda,
+    .axpby = axpby_cuda,
+    .concat_channels = concat_channels_cuda,
+    .upsample_nearest = upsample_nearest_cuda,
+    .permute = permute_cuda,
+    .slice = slice_cuda,
+    .timestep_embedding = timestep_embedding_cuda,
+    .embedding = embedding_cuda,
+    .destroy = cuda_destroy,
+};
 
 extern "C" int backend_cuda_device_count(void) {
   int n = 0;
@@ -570,16 +512,12 @@ extern "C" struct backend *backend_cuda_new(int device, char **err) {
     set_err(err, "backend_cuda_new: no CUDA device %s (%s usable)", d, count ? "fewer" : "none");
     return NULL;
   }
-  struct backend *be = (struct backend *)calloc(1, sizeof *be);
+  struct backend *be = NULL;
   struct cuda_ctx *c = (struct cuda_ctx *)calloc(1, sizeof *c);
   cudaError_t e;
   cublasStatus_t bs;
   cudnnStatus_t ds;
-  if (!be || !c) {
-    set_err(err, "backend_cuda_new: %s%s", "no memory", "");
-    goto fail;
-  }
-  be->ctx = c;
+  NEW_TRY(c, "calloc", "no memory");
   c->device = device;
   NEW_TRY((e = cudaSetDevice(device)) == cudaSuccess, "cudaSetDevice", cudaGetErrorString(e));
   NEW_TRY((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) == cudaSuccess,
@@ -620,41 +558,10 @@ extern "C" struct backend *backend_cuda_new(int device, char **err) {
     c->alloc.limit_bytes = total / 2; /* cache at most half of the device */
   }
   snprintf(c->name, sizeof c->name, "cuda:%d", device);
-  be->name = c->name;
-  be->tensor_alloc = cuda_tensor_alloc;
-  be->tensor_free = cuda_tensor_free;
-  be->upload = cuda_upload;
-  be->download_f32 = cuda_download_f32;
-  be->copy = cuda_copy;
-  be->synchronize = cuda_synchronize;
-  be->conv2d = conv2d_cuda;
-  be->linear = linear_cuda;
-  be->matmul = matmul_cuda;
-  be->group_norm = group_norm_cuda;
-  be->layer_norm = layer_norm_cuda;
-  be->softmax = softmax_cuda;
-  be->attention = attention_cuda;
-  be->unary = unary_cuda;
-  be->geglu = geglu_cuda;
-  be->add = add_cuda;
-  be->mul = mul_cuda;
-  be->add_channel = add_channel_cuda;
-  be->axpby = axpby_cuda;
-  be->concat_channels = concat_channels_cuda;
-  be->upsample_nearest = upsample_nearest_cuda;
-  be->permute = permute_cuda;
-  be->slice = slice_cuda;
-  be->timestep_embedding = timestep_embedding_cuda;
-  be->embedding = embedding_cuda;
-  be->last_error = cuda_last_error;
-  be->destroy = cuda_destroy;
+  be = backend_new(c->name, c, &cuda_ops);
+  NEW_TRY(be, "backend_new", "no memory");
   return be;
 fail:
-  if (be && c) {
-    cuda_destroy(be);
-  } else {
-    free(c);
-    free(be);
-  }
+  cuda_ctx_free(c);
   return NULL;
 }

@@ -2,18 +2,18 @@
  *
  * struct cuda_ctx is be->ctx: the device, the one stream every op is queued
  * on, the cuBLAS and cuDNN handles, the caching allocator, grow-only scratch
- * slots and the last error. A backend is used by one host thread at a time
- * (as the CPU backend). Scratch slots are only reused by ops queued on the
- * same stream, so stream order makes reuse safe; growing a slot frees the old
- * buffer with cudaFree, which waits for the device.
+ * slots. The front end (kernels/ops.c) serialises the ops of one backend,
+ * binds the device (cuda_bind, as ops->enter) and checks every operand
+ * first. Scratch slots are only reused by ops queued on the same stream, so
+ * stream order makes reuse safe; growing a slot frees the old buffer with
+ * cudaFree, which waits for the device.
  *
  * Errors: CU_TRY / CUBLAS_TRY / CUDNN_TRY record the failing call, file and
  * line into the last error and return a negative status from the enclosing
  * function (which must return int). No code here exits the process.
  *
- * The operand checks come from kernels/check.c (soupd_cuda links
- * soupd_kernels). The dtype and half helpers below are inline copies of the
- * rules of kernels/tensor.c, usable in device code too.
+ * The dtype and half helpers below are inline copies of the rules of
+ * kernels/tensor.c, usable in device code too.
  */
 #pragma once
 
@@ -25,9 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kernels/backend.h"
 #include "kernels/backend_cuda.h"
-#include "kernels/check.h"
+#include "kernels/backend_impl.h"
 
 enum cuda_math { CUDA_MATH_F32 = 0, CUDA_MATH_TF32, CUDA_MATH_F16 };
 
@@ -94,37 +93,32 @@ struct cuda_ctx {
   struct conv_algo_entry conv[CONV_CACHE];
   int conv_n;
   char name[32];
-  char err[512];
 };
 
 static inline struct cuda_ctx *cuda_ctx(struct backend *be) {
   return (struct cuda_ctx *)be->ctx;
 }
 
-/* Records a message as the last error and returns status (negative). */
-int cuda_fail(struct backend *be, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 #define CU_TRY(be, call)                                                                           \
   do {                                                                                             \
     cudaError_t e_ = (call);                                                                       \
     if (e_ != cudaSuccess)                                                                         \
-      return cuda_fail((be), -EIO, "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_),         \
-                       __FILE__, __LINE__);                                                        \
+      return backend_fail((be), -EIO, "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_),      \
+                          __FILE__, __LINE__);                                                     \
   } while (0)
 #define CUBLAS_TRY(be, call)                                                                       \
   do {                                                                                             \
     cublasStatus_t s_ = (call);                                                                    \
     if (s_ != CUBLAS_STATUS_SUCCESS)                                                               \
-      return cuda_fail((be), -EIO, "%s failed: cuBLAS status %d (%s:%d)", #call, (int)s_,          \
-                       __FILE__, __LINE__);                                                        \
+      return backend_fail((be), -EIO, "%s failed: cuBLAS status %d (%s:%d)", #call, (int)s_,       \
+                          __FILE__, __LINE__);                                                     \
   } while (0)
 #define CUDNN_TRY(be, call)                                                                        \
   do {                                                                                             \
     cudnnStatus_t s_ = (call);                                                                     \
     if (s_ != CUDNN_STATUS_SUCCESS)                                                                \
-      return cuda_fail((be), -EIO, "%s failed: %s (%s:%d)", #call, cudnnGetErrorString(s_),        \
-                       __FILE__, __LINE__);                                                        \
+      return backend_fail((be), -EIO, "%s failed: %s (%s:%d)", #call, cudnnGetErrorString(s_),     \
+                          __FILE__, __LINE__);                                                     \
   } while (0)
 /* after a kernel launch */
 #define CU_LAUNCHED(be) CU_TRY(be, cudaGetLastError())
@@ -195,16 +189,6 @@ int cuda_add_bias_rows(struct backend *be, float *out, const float *b, int64_t M
 int cuda_sgemm(struct backend *be, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb,
                float beta, float *C, int64_t ldc, int64_t sc, int64_t batch);
-
-/* checks (0 or negative with the error set); the rules and messages are
- * kernels/check.h's, and an op runs its check_<op> from there after these,
- * recording a failure with cuda_fail(be, rc, "%s", msg) */
-int cuda_check_act(struct backend *be, const struct tensor *t, const char *op, const char *what);
-int cuda_check_param(struct backend *be, const struct tensor *t, const char *op, const char *what);
-int cuda_check_ndim(struct backend *be, const struct tensor *t, const char *op, const char *what,
-                    int ndim_min, int ndim_max);
-int cuda_check_same_shape(struct backend *be, const struct tensor *a, const struct tensor *b,
-                          const char *op, const char *an, const char *bn);
 
 /* ---- ops (one file per concern) ---- */
 int conv2d_cuda(struct backend *be, struct tensor *out, const struct tensor *x,

@@ -77,16 +77,6 @@ int conv2d_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                 const struct tensor *w, const struct tensor *b, int stride, int pad) {
   static const char *op = "conv2d";
   int rc;
-  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_ndim(be, x, op, "x", 4, 4)) ||
-      (rc = cuda_check_param(be, w, op, "w")) || (rc = cuda_check_ndim(be, w, op, "w", 4, 4)) ||
-      (rc = cuda_check_act(be, out, op, "out")) || (rc = cuda_check_ndim(be, out, op, "out", 4, 4)))
-    return rc;
-  if (b &&
-      ((rc = cuda_check_param(be, b, op, "b")) || (rc = cuda_check_ndim(be, b, op, "b", 1, 1))))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_conv2d(msg, sizeof msg, out, x, w, b, stride, pad)))
-    return cuda_fail(be, rc, "%s", msg);
   int64_t N = x->shape[0], Ci = x->shape[1], H = x->shape[2], W = x->shape[3];
   int64_t Co = w->shape[0], kh = w->shape[2], kw = w->shape[3];
   int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
@@ -174,15 +164,7 @@ int linear_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                 const struct tensor *w, const struct tensor *b) {
   static const char *op = "linear";
   int rc;
-  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_param(be, w, op, "w")) ||
-      (rc = cuda_check_ndim(be, w, op, "w", 2, 2)) || (rc = cuda_check_act(be, out, op, "out")))
-    return rc;
-  if (b &&
-      ((rc = cuda_check_param(be, b, op, "b")) || (rc = cuda_check_ndim(be, b, op, "b", 1, 1))))
-    return rc;
   int64_t O = w->shape[0], In = w->shape[1];
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_linear(msg, sizeof msg, out, x, w, b))) return cuda_fail(be, rc, "%s", msg);
   int64_t M = In ? cu_numel(x) / In : cu_numel(out) / (O ? O : 1);
   if (M == 0 || O == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);
@@ -215,15 +197,6 @@ int linear_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
 
 int matmul_cuda(struct backend *be, struct tensor *out, const struct tensor *a, int trans_a,
                 const struct tensor *b, int trans_b, float alpha) {
-  static const char *op = "matmul";
-  int rc;
-  if ((rc = cuda_check_act(be, a, op, "a")) || (rc = cuda_check_ndim(be, a, op, "a", 2, 3)) ||
-      (rc = cuda_check_act(be, b, op, "b")) || (rc = cuda_check_ndim(be, b, op, "b", 2, 3)) ||
-      (rc = cuda_check_act(be, out, op, "out")) || (rc = cuda_check_ndim(be, out, op, "out", 2, 3)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_matmul(msg, sizeof msg, out, a, trans_a, b, trans_b)))
-    return cuda_fail(be, rc, "%s", msg);
   int d = a->ndim - 2;
   int64_t B = d ? a->shape[0] : 1;
   int64_t M = trans_a ? a->shape[d + 1] : a->shape[d], K = trans_a ? a->shape[d] : a->shape[d + 1];

@@ -64,24 +64,8 @@ __global__ void embedding_kernel(float *out, const int32_t *ids, const void *tab
   CU_FOR(i, n * D) out[i] = cu_load(table, dt, (int64_t)ids[i / D] * D + i % D);
 }
 
-static int check_io(struct backend *be, const struct tensor *out, const struct tensor *x,
-                    const char *op) {
-  int rc;
-  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out"))) return rc;
-  if (out->data == x->data && cu_numel(x) > 0)
-    return cuda_fail(be, -EINVAL, "%s: out may not alias the input", op);
-  return 0;
-}
-
 int concat_channels_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
                          const struct tensor *b) {
-  static const char *op = "concat_channels";
-  int rc;
-  if ((rc = check_io(be, out, a, op)) || (rc = check_io(be, out, b, op)) ||
-      (rc = cuda_check_ndim(be, a, op, "a", 2, 4)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_concat_channels(msg, sizeof msg, out, a, b))) return cuda_fail(be, rc, "%s", msg);
   int64_t N = a->shape[0];
   if (N == 0 || cu_numel(out) == 0) return 0;
   int64_t na = cu_numel(a) / N, nb = cu_numel(b) / N;
@@ -92,13 +76,6 @@ int concat_channels_cuda(struct backend *be, struct tensor *out, const struct te
 }
 
 int upsample_nearest_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
-  static const char *op = "upsample_nearest";
-  int rc;
-  if ((rc = check_io(be, out, x, op)) || (rc = cuda_check_ndim(be, x, op, "x", 4, 4)) ||
-      (rc = cuda_check_ndim(be, out, op, "out", 4, 4)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_upsample_nearest(msg, sizeof msg, out, x))) return cuda_fail(be, rc, "%s", msg);
   int64_t n = cu_numel(out);
   if (n == 0) return 0;
   upsample_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
@@ -109,12 +86,7 @@ int upsample_nearest_cuda(struct backend *be, struct tensor *out, const struct t
 }
 
 int permute_cuda(struct backend *be, struct tensor *out, const struct tensor *x, const int *perm) {
-  static const char *op = "permute";
-  int rc;
-  if ((rc = check_io(be, out, x, op))) return rc;
   int nd = x->ndim;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_permute(msg, sizeof msg, out, x, perm))) return cuda_fail(be, rc, "%s", msg);
   int64_t n = cu_numel(x);
   if (n == 0) return 0;
   int64_t xs[TENSOR_MAX_DIMS];
@@ -135,11 +107,6 @@ int permute_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
 
 int slice_cuda(struct backend *be, struct tensor *out, const struct tensor *x, int dim,
                int64_t start) {
-  static const char *op = "slice";
-  int rc;
-  if ((rc = check_io(be, out, x, op))) return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_slice(msg, sizeof msg, out, x, dim, start))) return cuda_fail(be, rc, "%s", msg);
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < dim; i++) outer *= x->shape[i];
   for (int i = dim + 1; i < x->ndim; i++) inner *= x->shape[i];
@@ -154,18 +121,11 @@ int slice_cuda(struct backend *be, struct tensor *out, const struct tensor *x, i
 
 int timestep_embedding_cuda(struct backend *be, struct tensor *out, const float *t, int dim,
                             int flip_sin_to_cos, float freq_shift, float max_period) {
-  static const char *op = "timestep_embedding";
-  int rc;
-  if ((rc = cuda_check_act(be, out, op, "out")) || (rc = cuda_check_ndim(be, out, op, "out", 2, 2)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_timestep_embedding(msg, sizeof msg, out, t, dim, freq_shift, max_period)))
-    return cuda_fail(be, rc, "%s", msg);
   int64_t N = out->shape[0];
   int half = dim / 2;
   if (N == 0) return 0;
   float *h = (float *)malloc((size_t)(N * dim) * sizeof(float));
-  if (!h) return cuda_fail(be, -ENOMEM, "timestep_embedding: no host memory");
+  if (!h) return backend_fail(be, -ENOMEM, "timestep_embedding: no host memory");
   float neg_log = (float)-log((double)max_period);
   float denom = (float)half - freq_shift;
   for (int64_t n = 0; n < N; n++) {
@@ -186,20 +146,12 @@ int timestep_embedding_cuda(struct backend *be, struct tensor *out, const float 
   if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream); /* h is pageable: wait before free */
   free(h);
   if (e != cudaSuccess)
-    return cuda_fail(be, -EIO, "timestep_embedding: copy failed: %s", cudaGetErrorString(e));
+    return backend_fail(be, -EIO, "timestep_embedding: copy failed: %s", cudaGetErrorString(e));
   return 0;
 }
 
 int embedding_cuda(struct backend *be, struct tensor *out, const int32_t *ids,
                    const struct tensor *table) {
-  static const char *op = "embedding";
-  int rc;
-  if ((rc = cuda_check_act(be, out, op, "out")) ||
-      (rc = cuda_check_param(be, table, op, "table")) ||
-      (rc = cuda_check_ndim(be, table, op, "table", 2, 2)))
-    return rc;
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_embedding(msg, sizeof msg, out, ids, table))) return cuda_fail(be, rc, "%s", msg);
   int64_t D = table->shape[1], n = D ? cu_numel(out) / D : 0;
   if (n == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);

@@ -174,7 +174,7 @@ __global__ void gn_apply_kernel(float *out, const float *x, const double *mean, 
 int cuda_softmax_rows(struct backend *be, float *p, int64_t rows, int64_t C, int64_t causal_base,
                       int64_t rows_per_mat) {
   if (rows <= 0 || C <= 0) return 0;
-  if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "softmax: too many rows");
+  if (rows > INT32_MAX) return backend_fail(be, -EINVAL, "softmax: too many rows");
   softmax_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>(p, p, C, causal_base,
                                                                   rows_per_mat);
   CU_LAUNCHED(be);
@@ -184,19 +184,10 @@ int cuda_softmax_rows(struct backend *be, float *p, int64_t rows, int64_t C, int
 int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                     const struct tensor *gamma, const struct tensor *beta, int groups, float eps,
                     int fuse_silu) {
-  static const char *op = "group_norm";
-  int rc;
-  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_ndim(be, x, op, "x", 2, 4)) ||
-      (rc = cuda_check_act(be, out, op, "out")) ||
-      (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
-    return rc;
   int64_t N = x->shape[0], C = x->shape[1];
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_group_norm(msg, sizeof msg, x, gamma, beta, groups, eps)))
-    return cuda_fail(be, rc, "%s", msg);
   if (N == 0 || C == 0) return 0;
   int64_t S = cu_numel(x) / (N * C);
-  if (N * groups > INT32_MAX) return cuda_fail(be, -EINVAL, "group_norm: too many groups");
+  if (N * groups > INT32_MAX) return backend_fail(be, -EINVAL, "group_norm: too many groups");
   struct cuda_ctx *c = cuda_ctx(be);
   int64_t T = N * groups, cpg = C / groups, E = cpg * S;
   const void *gp = gamma ? gamma->data : NULL, *bp = beta ? beta->data : NULL;
@@ -236,18 +227,10 @@ int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
 
 int layer_norm_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                     const struct tensor *gamma, const struct tensor *beta, float eps) {
-  static const char *op = "layer_norm";
-  int rc;
-  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out")) ||
-      (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
-    return rc;
   int64_t C = x->shape[x->ndim - 1];
-  char msg[CHECK_MSG_LEN];
-  if ((rc = check_layer_norm(msg, sizeof msg, x, gamma, beta, eps)))
-    return cuda_fail(be, rc, "%s", msg);
   if (C == 0 || cu_numel(x) == 0) return 0;
   int64_t rows = cu_numel(x) / C;
-  if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "layer_norm: too many rows");
+  if (rows > INT32_MAX) return backend_fail(be, -EINVAL, "layer_norm: too many rows");
   layer_norm_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data, gamma ? gamma->data : NULL,
       beta ? beta->data : NULL, gamma ? (int)gamma->dtype : 0, beta ? (int)beta->dtype : 0, C, eps);
@@ -256,15 +239,10 @@ int layer_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
 }
 
 int softmax_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
-  static const char *op = "softmax";
-  int rc;
-  if ((rc = cuda_check_act(be, x, op, "x")) || (rc = cuda_check_act(be, out, op, "out")) ||
-      (rc = cuda_check_same_shape(be, out, x, op, "out", "x")))
-    return rc;
   int64_t C = x->shape[x->ndim - 1];
   if (C == 0 || cu_numel(x) == 0) return 0;
   int64_t rows = cu_numel(x) / C;
-  if (rows > INT32_MAX) return cuda_fail(be, -EINVAL, "softmax: too many rows");
+  if (rows > INT32_MAX) return backend_fail(be, -EINVAL, "softmax: too many rows");
   softmax_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>((float *)out->data,
                                                                   (const float *)x->data, C, -1, 1);
   CU_LAUNCHED(be);

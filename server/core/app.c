@@ -364,7 +364,7 @@ int app_open(struct app *a, char **err) {
 void app_close(struct app *a) {
   if (a->pipe) pipeline_free(a->pipe);
   a->pipe = NULL;
-  if (a->be) a->be->destroy(a->be);
+  if (a->be) be_destroy(a->be);
   a->be = NULL;
   if (a->soup) soup_free(a->soup);
   a->soup = NULL;

@@ -142,17 +142,17 @@ static int load_tensor(struct clip_text *m, const struct st_file *f, const char 
                    ndim > 1 ? ", " : "", ndim > 1 ? (long long)d1 : 0LL);
     return -EINVAL;
   }
-  int rc = m->be->tensor_alloc(m->be, t, (enum dtype)dt, ndim, want);
-  if (rc == 0) rc = m->be->upload(m->be, t, st->data, (enum dtype)dt);
+  int rc = be_tensor_alloc(m->be, t, (enum dtype)dt, ndim, want);
+  if (rc == 0) rc = be_upload(m->be, t, st->data, (enum dtype)dt);
   if (rc) {
-    *err = fmt_err("text encoder: uploading %s: %s", name, backend_last_error(m->be));
+    *err = fmt_err("text encoder: uploading %s: %s", name, be_last_error(m->be));
     return rc;
   }
   return 0;
 }
 
 static void free_tensor(struct backend *be, struct tensor *t) {
-  if (t->data && t->be) be->tensor_free(be, t);
+  if (t->data && t->be) be_tensor_free(be, t);
   memset(t, 0, sizeof *t);
 }
 
@@ -312,41 +312,41 @@ int clip_text_forward(struct clip_text *m, struct tensor *out, const int32_t *id
   if (!pos) goto cleanup;
   for (int64_t i = 0; i < B * L; i++) pos[i] = m->pos_ids[i % L];
   for (size_t i = 0; i < sizeof acts / sizeof *acts; i++)
-    if ((rc = be->tensor_alloc(be, acts[i], DT_F32, 3, sd))) goto cleanup;
-  if ((rc = be->tensor_alloc(be, &f, DT_F32, 3, si))) goto cleanup;
+    if ((rc = be_tensor_alloc(be, acts[i], DT_F32, 3, sd))) goto cleanup;
+  if ((rc = be_tensor_alloc(be, &f, DT_F32, 3, si))) goto cleanup;
 
   /* Embeddings. */
-  if ((rc = be->embedding(be, &x, ids, &m->tok_emb)) || // x [B, L, D]
-      (rc = be->embedding(be, &h, pos, &m->pos_emb)) || // h [B, L, D]
-      (rc = be->add(be, &x, &x, &h)))
+  if ((rc = be_embedding(be, &x, ids, &m->tok_emb)) || // x [B, L, D]
+      (rc = be_embedding(be, &h, pos, &m->pos_emb)) || // h [B, L, D]
+      (rc = be_add(be, &x, &x, &h)))
     goto cleanup;
 
   const float scale = 1.0f / sqrtf((float)(D / c->heads));
   for (int i = 0; i < c->layers - clip_skip; i++) {
     const struct clip_layer *l = &m->layer[i];
     /* Self-attention block. */
-    if ((rc = be->layer_norm(be, &h, &x, &l->ln1_w, &l->ln1_b, c->eps)) || // h [B, L, D]
-        (rc = be->linear(be, &q, &h, &l->q_w, &l->q_b)) ||                 // q [B, L, D]
-        (rc = be->linear(be, &k, &h, &l->k_w, &l->k_b)) ||                 // k [B, L, D]
-        (rc = be->linear(be, &v, &h, &l->v_w, &l->v_b)) ||                 // v [B, L, D]
-        (rc = be->attention(be, &a, &q, &k, &v, c->heads, scale, 1)) ||    // a [B, L, D]
-        (rc = be->linear(be, &h, &a, &l->o_w, &l->o_b)) ||                 // h [B, L, D]
-        (rc = be->add(be, &x, &x, &h)))
+    if ((rc = be_layer_norm(be, &h, &x, &l->ln1_w, &l->ln1_b, c->eps)) || // h [B, L, D]
+        (rc = be_linear(be, &q, &h, &l->q_w, &l->q_b)) ||                 // q [B, L, D]
+        (rc = be_linear(be, &k, &h, &l->k_w, &l->k_b)) ||                 // k [B, L, D]
+        (rc = be_linear(be, &v, &h, &l->v_w, &l->v_b)) ||                 // v [B, L, D]
+        (rc = be_attention(be, &a, &q, &k, &v, c->heads, scale, 1)) ||    // a [B, L, D]
+        (rc = be_linear(be, &h, &a, &l->o_w, &l->o_b)) ||                 // h [B, L, D]
+        (rc = be_add(be, &x, &x, &h)))
       goto cleanup;
     /* MLP block. */
-    if ((rc = be->layer_norm(be, &h, &x, &l->ln2_w, &l->ln2_b, c->eps)) || // h [B, L, D]
-        (rc = be->linear(be, &f, &h, &l->fc1_w, &l->fc1_b)) ||             // f [B, L, I]
-        (rc = be->unary(be, &f, &f, c->act)) ||                            // f [B, L, I]
-        (rc = be->linear(be, &h, &f, &l->fc2_w, &l->fc2_b)) ||             // h [B, L, D]
-        (rc = be->add(be, &x, &x, &h)))
+    if ((rc = be_layer_norm(be, &h, &x, &l->ln2_w, &l->ln2_b, c->eps)) || // h [B, L, D]
+        (rc = be_linear(be, &f, &h, &l->fc1_w, &l->fc1_b)) ||             // f [B, L, I]
+        (rc = be_unary(be, &f, &f, c->act)) ||                            // f [B, L, I]
+        (rc = be_linear(be, &h, &f, &l->fc2_w, &l->fc2_b)) ||             // h [B, L, D]
+        (rc = be_add(be, &x, &x, &h)))
       goto cleanup;
   }
-  rc = be->layer_norm(be, out, &x, &m->fln_w, &m->fln_b, c->eps); // out [B, L, D]
+  rc = be_layer_norm(be, out, &x, &m->fln_w, &m->fln_b, c->eps); // out [B, L, D]
 
 cleanup:
   if (rc && !*err)
     *err = rc == -ENOMEM && !pos ? fmt_err("text encoder: out of memory")
-                                 : fmt_err("text encoder: %s", backend_last_error(be));
+                                 : fmt_err("text encoder: %s", be_last_error(be));
   free(pos);
   free_tensor(be, &f);
   for (size_t i = 0; i < sizeof acts / sizeof *acts; i++) free_tensor(be, acts[i]);

@@ -249,17 +249,17 @@ static int encode_text(struct pipeline *p, const char *text, int clip_skip, floa
   int rc = tokenizer_encode(p->tok, text ? text : "", ids, NULL, err);
   if (rc < 0) return wrap(err, rc, label);
   const int64_t shape[3] = {1, TOKENIZER_MAX_LEN, p->text_dim};
-  if ((rc = p->be->tensor_alloc(p->be, &t, DT_F32, 3, shape)) < 0)
-    return errf(err, rc, "%s: %s", label, backend_last_error(p->be));
+  if ((rc = be_tensor_alloc(p->be, &t, DT_F32, 3, shape)) < 0)
+    return errf(err, rc, "%s: %s", label, be_last_error(p->be));
   rc = clip_text_forward(p->te, &t, ids, 1, clip_skip, err); // [1, 77, D]
   if (rc < 0) {
     rc = wrap(err, rc, "text_encoder");
     goto done;
   }
-  if ((rc = p->be->download_f32(p->be, &t, out)) < 0)
-    rc = errf(err, rc, "%s: %s", label, backend_last_error(p->be));
+  if ((rc = be_download_f32(p->be, &t, out)) < 0)
+    rc = errf(err, rc, "%s: %s", label, be_last_error(p->be));
 done:
-  p->be->tensor_free(p->be, &t);
+  be_tensor_free(p->be, &t);
   return rc;
 }
 
@@ -320,12 +320,12 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
   const int64_t ctx_shape[3] = {nb, (int64_t)L, (int64_t)D};
   const int64_t x_shape[4] = {nb, C, h, w}, lat_shape[4] = {1, C, h, w};
   const int64_t img_shape[4] = {1, 3, g->height, g->width};
-  if ((rc = be->tensor_alloc(be, &t_ctx, DT_F32, 3, ctx_shape)) < 0 ||
-      (rc = be->upload(be, &t_ctx, ctx_host, DT_F32)) < 0 ||
-      (rc = be->tensor_alloc(be, &t_x, DT_F32, 4, x_shape)) < 0 ||
-      (rc = be->tensor_alloc(be, &t_eps, DT_F32, 4, x_shape)) < 0) {
+  if ((rc = be_tensor_alloc(be, &t_ctx, DT_F32, 3, ctx_shape)) < 0 ||
+      (rc = be_upload(be, &t_ctx, ctx_host, DT_F32)) < 0 ||
+      (rc = be_tensor_alloc(be, &t_x, DT_F32, 4, x_shape)) < 0 ||
+      (rc = be_tensor_alloc(be, &t_eps, DT_F32, 4, x_shape)) < 0) {
     free(ctx_host);
-    rc = errf(err, rc, "generate: %s", backend_last_error(be));
+    rc = errf(err, rc, "generate: %s", be_last_error(be));
     goto done;
   }
   free(ctx_host);
@@ -346,16 +346,16 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
     sched_scale_model_input(s, k, lat, x_in, n * per);
     if (cfg) memcpy(x_in + n * per, x_in, n * per * sizeof *x_in);
     for (int b = 0; b < nb; b++) ts[b] = tlist[k];
-    if ((rc = be->upload(be, &t_x, x_in, DT_F32)) < 0) {
-      rc = errf(err, rc, "generate: %s", backend_last_error(be));
+    if ((rc = be_upload(be, &t_x, x_in, DT_F32)) < 0) {
+      rc = errf(err, rc, "generate: %s", be_last_error(be));
       goto done;
     }
     if ((rc = unet_forward(p->unet, &t_eps, &t_x, ts, &t_ctx, err)) < 0) { // [nb, C, h, w]
       rc = wrap(err, rc, "unet");
       goto done;
     }
-    if ((rc = be->download_f32(be, &t_eps, eps)) < 0) {
-      rc = errf(err, rc, "generate: %s", backend_last_error(be));
+    if ((rc = be_download_f32(be, &t_eps, eps)) < 0) {
+      rc = errf(err, rc, "generate: %s", be_last_error(be));
       goto done;
     }
     if (cfg) cfg_combine(eps, eps + n * per, g->guidance_scale, g->guidance_rescale, eps, per, n);
@@ -372,9 +372,9 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
       goto done;
     }
   }
-  be->tensor_free(be, &t_x);
-  be->tensor_free(be, &t_eps);
-  be->tensor_free(be, &t_ctx);
+  be_tensor_free(be, &t_x);
+  be_tensor_free(be, &t_eps);
+  be_tensor_free(be, &t_ctx);
   double t1 = now_ms();
 
   /* decode image by image */
@@ -383,22 +383,22 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
     rc = errf(err, -ENOMEM, "generate: out of memory");
     goto done;
   }
-  if ((rc = be->tensor_alloc(be, &t_lat, DT_F32, 4, lat_shape)) < 0 ||
-      (rc = be->tensor_alloc(be, &t_img, DT_F32, 4, img_shape)) < 0) {
-    rc = errf(err, rc, "generate: %s", backend_last_error(be));
+  if ((rc = be_tensor_alloc(be, &t_lat, DT_F32, 4, lat_shape)) < 0 ||
+      (rc = be_tensor_alloc(be, &t_img, DT_F32, 4, img_shape)) < 0) {
+    rc = errf(err, rc, "generate: %s", be_last_error(be));
     goto done;
   }
   for (int b = 0; b < n; b++) {
-    if ((rc = be->upload(be, &t_lat, lat + b * per, DT_F32)) < 0) {
-      rc = errf(err, rc, "generate: %s", backend_last_error(be));
+    if ((rc = be_upload(be, &t_lat, lat + b * per, DT_F32)) < 0) {
+      rc = errf(err, rc, "generate: %s", be_last_error(be));
       goto done;
     }
     if ((rc = vae_decode(p->vae, &t_img, &t_lat, err)) < 0) { // [1, 3, H, W]
       rc = wrap(err, rc, "vae");
       goto done;
     }
-    if ((rc = be->download_f32(be, &t_img, img + b * img_per)) < 0) {
-      rc = errf(err, rc, "generate: %s", backend_last_error(be));
+    if ((rc = be_download_f32(be, &t_img, img + b * img_per)) < 0) {
+      rc = errf(err, rc, "generate: %s", be_last_error(be));
       goto done;
     }
   }
@@ -409,11 +409,11 @@ static int generate(struct pipeline *p, const struct gen_params *g, const float 
     tm->decode_ms = now_ms() - t1;
   }
 done:
-  be->tensor_free(be, &t_ctx);
-  be->tensor_free(be, &t_x);
-  be->tensor_free(be, &t_eps);
-  be->tensor_free(be, &t_lat);
-  be->tensor_free(be, &t_img);
+  be_tensor_free(be, &t_ctx);
+  be_tensor_free(be, &t_x);
+  be_tensor_free(be, &t_eps);
+  be_tensor_free(be, &t_lat);
+  be_tensor_free(be, &t_img);
   if (img != image_f32) free(img);
   free(lat);
   free(x_in);

@@ -50,7 +50,7 @@ static int check_param(const struct unet_param *p, const struct tensor *t, char 
 static void owned_free(struct unet *u, struct tensor *owned) {
   if (!owned) return;
   for (int i = 0; i < u->n_params; i++)
-    if (owned[i].data) u->be->tensor_free(u->be, &owned[i]);
+    if (owned[i].data) be_tensor_free(u->be, &owned[i]);
   free(owned);
 }
 
@@ -143,9 +143,9 @@ static int load_file(struct unet *u, const char *path, const struct keymap_ldm_u
     for (int d = 0; d < s->ndim && d < TENSOR_MAX_DIMS; d++) probe.shape[d] = s->shape[d];
     probe.data = (void *)s->data;
     if (check_param(p, &probe, err)) goto done;
-    if (u->be->tensor_alloc(u->be, &owned[i], probe.dtype, p->ndim, p->shape) ||
-        u->be->upload(u->be, &owned[i], s->data, probe.dtype)) {
-      *err = unet_strf("unet: uploading %s: %s", p->name, backend_last_error(u->be));
+    if (be_tensor_alloc(u->be, &owned[i], probe.dtype, p->ndim, p->shape) ||
+        be_upload(u->be, &owned[i], s->data, probe.dtype)) {
+      *err = unet_strf("unet: uploading %s: %s", p->name, be_last_error(u->be));
       goto done;
     }
     arr[i] = &owned[i];

@@ -28,11 +28,11 @@ struct fw {
 static int alloc4(struct fw *f, struct tensor *t, int ndim, int64_t a, int64_t b, int64_t c,
                   int64_t d) {
   int64_t s[4] = {a, b, c, d};
-  return f->be->tensor_alloc(f->be, t, DT_F32, ndim, s);
+  return be_tensor_alloc(f->be, t, DT_F32, ndim, s);
 }
 
 static void drop(struct fw *f, struct tensor *t) {
-  if (t->data && t->be) f->be->tensor_free(f->be, t);
+  if (t->data && t->be) be_tensor_free(f->be, t);
   memset(t, 0, sizeof *t);
 }
 
@@ -61,26 +61,26 @@ static int resnet_fwd(struct fw *f, const struct unet_resnet *r, const struct te
   int rc;
   memset(out, 0, sizeof *out);
   CK(alloc4(f, &a, 4, B, r->cin, H, W));
-  CK(be->group_norm(be, &a, x, r->norm1_w, r->norm1_b, c->groups, c->norm_eps, 1));
+  CK(be_group_norm(be, &a, x, r->norm1_w, r->norm1_b, c->groups, c->norm_eps, 1));
   CK(alloc4(f, &h, 4, B, r->cout, H, W));
-  CK(be->conv2d(be, &h, &a, r->conv1_w, r->conv1_b, 1, 1)); // [B, Cout, H, W]
+  CK(be_conv2d(be, &h, &a, r->conv1_w, r->conv1_b, 1, 1)); // [B, Cout, H, W]
   drop(f, &a);
   CK(alloc4(f, &tp, 2, B, r->cout, 0, 0));
-  CK(be->linear(be, &tp, f->emb, r->temb_w, r->temb_b)); // [B, Cout]
-  CK(be->add_channel(be, &h, &h, &tp));
+  CK(be_linear(be, &tp, f->emb, r->temb_w, r->temb_b)); // [B, Cout]
+  CK(be_add_channel(be, &h, &h, &tp));
   drop(f, &tp);
   CK(alloc4(f, &a, 4, B, r->cout, H, W));
-  CK(be->group_norm(be, &a, &h, r->norm2_w, r->norm2_b, c->groups, c->norm_eps, 1));
+  CK(be_group_norm(be, &a, &h, r->norm2_w, r->norm2_b, c->groups, c->norm_eps, 1));
   drop(f, &h);
   CK(alloc4(f, out, 4, B, r->cout, H, W));
-  CK(be->conv2d(be, out, &a, r->conv2_w, r->conv2_b, 1, 1)); // [B, Cout, H, W]
+  CK(be_conv2d(be, out, &a, r->conv2_w, r->conv2_b, 1, 1)); // [B, Cout, H, W]
   drop(f, &a);
   if (r->short_w) {
     CK(alloc4(f, &s, 4, B, r->cout, H, W));
-    CK(be->conv2d(be, &s, x, r->short_w, r->short_b, 1, 0)); // [B, Cout, H, W]
-    CK(be->add(be, out, out, &s));
+    CK(be_conv2d(be, &s, x, r->short_w, r->short_b, 1, 0)); // [B, Cout, H, W]
+    CK(be_add(be, out, out, &s));
   } else {
-    CK(be->add(be, out, out, x));
+    CK(be_add(be, out, out, x));
   }
 done:
   drop(f, &a);
@@ -100,19 +100,19 @@ static int attn_fwd(struct fw *f, const struct unet_attn *at, int heads, const s
   int rc;
   memset(out, 0, sizeof *out);
   CK(alloc4(f, &q, 3, B, N, C, 0));
-  CK(be->linear(be, &q, x, at->q, NULL)); // [B, N, C]
+  CK(be_linear(be, &q, x, at->q, NULL)); // [B, N, C]
   CK(alloc4(f, &k, 3, B, L, C, 0));
-  CK(be->linear(be, &k, kv, at->k, NULL)); // [B, L, C]
+  CK(be_linear(be, &k, kv, at->k, NULL)); // [B, L, C]
   CK(alloc4(f, &v, 3, B, L, C, 0));
-  CK(be->linear(be, &v, kv, at->v, NULL)); // [B, L, C]
+  CK(be_linear(be, &v, kv, at->v, NULL)); // [B, L, C]
   CK(alloc4(f, &o, 3, B, N, C, 0));
   float scale = (float)(1.0 / sqrt((double)(C / heads)));
-  CK(be->attention(be, &o, &q, &k, &v, heads, scale, 0)); // [B, N, C]
+  CK(be_attention(be, &o, &q, &k, &v, heads, scale, 0)); // [B, N, C]
   drop(f, &q);
   drop(f, &k);
   drop(f, &v);
   CK(alloc4(f, out, 3, B, N, C, 0));
-  CK(be->linear(be, out, &o, at->out_w, at->out_b)); // [B, N, C]
+  CK(be_linear(be, out, &o, at->out_w, at->out_b)); // [B, N, C]
 done:
   drop(f, &q);
   drop(f, &k);
@@ -129,24 +129,24 @@ static int tblock_fwd(struct fw *f, const struct unet_tblock *k, int heads, stru
   struct tensor n = {0}, a = {0}, g = {0};
   int rc;
   CK(alloc4(f, &n, 3, B, N, C, 0));
-  CK(be->layer_norm(be, &n, h, k->norm1_w, k->norm1_b, 1e-5f));
+  CK(be_layer_norm(be, &n, h, k->norm1_w, k->norm1_b, 1e-5f));
   CK(attn_fwd(f, &k->attn1, heads, &n, &n, &a)); // self-attention
-  CK(be->add(be, h, h, &a));
+  CK(be_add(be, h, h, &a));
   drop(f, &a);
-  CK(be->layer_norm(be, &n, h, k->norm2_w, k->norm2_b, 1e-5f));
+  CK(be_layer_norm(be, &n, h, k->norm2_w, k->norm2_b, 1e-5f));
   CK(attn_fwd(f, &k->attn2, heads, &n, f->ctx, &a)); // cross-attention
-  CK(be->add(be, h, h, &a));
+  CK(be_add(be, h, h, &a));
   drop(f, &a);
-  CK(be->layer_norm(be, &n, h, k->norm3_w, k->norm3_b, 1e-5f));
+  CK(be_layer_norm(be, &n, h, k->norm3_w, k->norm3_b, 1e-5f));
   CK(alloc4(f, &a, 3, B, N, 8 * C, 0));
-  CK(be->linear(be, &a, &n, k->ff0_w, k->ff0_b)); // [B, N, 8C]
+  CK(be_linear(be, &a, &n, k->ff0_w, k->ff0_b)); // [B, N, 8C]
   drop(f, &n);
   CK(alloc4(f, &g, 3, B, N, 4 * C, 0));
-  CK(be->geglu(be, &g, &a)); // [B, N, 4C]
+  CK(be_geglu(be, &g, &a)); // [B, N, 4C]
   drop(f, &a);
   CK(alloc4(f, &a, 3, B, N, C, 0));
-  CK(be->linear(be, &a, &g, k->ff2_w, k->ff2_b)); // [B, N, C]
-  CK(be->add(be, h, h, &a));
+  CK(be_linear(be, &a, &g, k->ff2_w, k->ff2_b)); // [B, N, C]
+  CK(be_add(be, h, h, &a));
 done:
   drop(f, &n);
   drop(f, &a);
@@ -165,21 +165,21 @@ static int transformer_fwd(struct fw *f, const struct unet_transformer *t, const
   int rc;
   memset(out, 0, sizeof *out);
   CK(alloc4(f, &n, 4, B, C, H, W));
-  CK(be->group_norm(be, &n, x, t->norm_w, t->norm_b, f->u->cfg.groups, 1e-6f, 0));
+  CK(be_group_norm(be, &n, x, t->norm_w, t->norm_b, f->u->cfg.groups, 1e-6f, 0));
   if (f->u->cfg.linear_proj) {
     CK(alloc4(f, &p, 4, B, H, W, C));
-    CK(be->permute(be, &p, &n, to_nhwc)); // [B, H, W, C]
+    CK(be_permute(be, &p, &n, to_nhwc)); // [B, H, W, C]
     drop(f, &n);
     CK(alloc4(f, &h, 3, B, H * W, C, 0));
     v = view3(&p, B, H * W, C);
-    CK(be->linear(be, &h, &v, t->proj_in_w, t->proj_in_b)); // [B, HW, C]
+    CK(be_linear(be, &h, &v, t->proj_in_w, t->proj_in_b)); // [B, HW, C]
     drop(f, &p);
   } else {
     CK(alloc4(f, &p, 4, B, C, H, W));
-    CK(be->conv2d(be, &p, &n, t->proj_in_w, t->proj_in_b, 1, 0)); // [B, C, H, W]
+    CK(be_conv2d(be, &p, &n, t->proj_in_w, t->proj_in_b, 1, 0)); // [B, C, H, W]
     drop(f, &n);
     CK(alloc4(f, &h, 4, B, H, W, C));
-    CK(be->permute(be, &h, &p, to_nhwc)); // [B, H, W, C]
+    CK(be_permute(be, &h, &p, to_nhwc)); // [B, H, W, C]
     drop(f, &p);
     h.ndim = 3; // [B, HW, C]: same data
     h.shape[1] = H * W;
@@ -189,20 +189,20 @@ static int transformer_fwd(struct fw *f, const struct unet_transformer *t, const
   for (int l = 0; l < t->n_layers; l++) CK(tblock_fwd(f, &t->blocks[l], t->heads, &h));
   if (f->u->cfg.linear_proj) {
     CK(alloc4(f, &p, 3, B, H * W, C, 0));
-    CK(be->linear(be, &p, &h, t->proj_out_w, t->proj_out_b)); // [B, HW, C]
+    CK(be_linear(be, &p, &h, t->proj_out_w, t->proj_out_b)); // [B, HW, C]
     drop(f, &h);
     CK(alloc4(f, out, 4, B, C, H, W));
     v = view4(&p, B, H, W, C);
-    CK(be->permute(be, out, &v, to_nchw)); // [B, C, H, W]
+    CK(be_permute(be, out, &v, to_nchw)); // [B, C, H, W]
   } else {
     CK(alloc4(f, &p, 4, B, C, H, W));
     v = view4(&h, B, H, W, C);
-    CK(be->permute(be, &p, &v, to_nchw)); // [B, C, H, W]
+    CK(be_permute(be, &p, &v, to_nchw)); // [B, C, H, W]
     drop(f, &h);
     CK(alloc4(f, out, 4, B, C, H, W));
-    CK(be->conv2d(be, out, &p, t->proj_out_w, t->proj_out_b, 1, 0)); // [B, C, H, W]
+    CK(be_conv2d(be, out, &p, t->proj_out_w, t->proj_out_b, 1, 0)); // [B, C, H, W]
   }
-  CK(be->add(be, out, out, x));
+  CK(be_add(be, out, out, x));
 done:
   drop(f, &n);
   drop(f, &p);
@@ -220,14 +220,14 @@ static int time_fwd(struct fw *f, const float *timesteps, int64_t B, struct tens
   memset(emb, 0, sizeof *emb);
   int c0 = u->cfg.block_out[0], T = u->cfg.time_dim;
   CK(alloc4(f, &s, 2, B, c0, 0, 0));
-  CK(be->timestep_embedding(be, &s, timesteps, c0, u->cfg.flip_sin_to_cos, u->cfg.freq_shift,
-                            10000.0f)); // [B, C0]
+  CK(be_timestep_embedding(be, &s, timesteps, c0, u->cfg.flip_sin_to_cos, u->cfg.freq_shift,
+                           10000.0f)); // [B, C0]
   CK(alloc4(f, &e, 2, B, T, 0, 0));
-  CK(be->linear(be, &e, &s, u->time1_w, u->time1_b)); // [B, T]
-  CK(be->unary(be, &e, &e, UNARY_SILU));
+  CK(be_linear(be, &e, &s, u->time1_w, u->time1_b)); // [B, T]
+  CK(be_unary(be, &e, &e, UNARY_SILU));
   CK(alloc4(f, emb, 2, B, T, 0, 0));
-  CK(be->linear(be, emb, &e, u->time2_w, u->time2_b)); // [B, T]
-  CK(be->unary(be, emb, emb, UNARY_SILU));             // every resnet uses SiLU(emb)
+  CK(be_linear(be, emb, &e, u->time2_w, u->time2_b)); // [B, T]
+  CK(be_unary(be, emb, emb, UNARY_SILU));             // every resnet uses SiLU(emb)
 done:
   drop(f, &s);
   drop(f, &e);
@@ -276,7 +276,7 @@ int unet_forward(struct unet *u, struct tensor *out, const struct tensor *sample
   f.emb = &emb;
   snprintf(f.where, sizeof f.where, "conv_in");
   CK(alloc4(&f, &skips[0], 4, B, c->block_out[0], H, W));
-  CK(be->conv2d(be, &skips[0], sample, u->conv_in_w, u->conv_in_b, 1, 1)); // [B, C0, H, W]
+  CK(be_conv2d(be, &skips[0], sample, u->conv_in_w, u->conv_in_b, 1, 1)); // [B, C0, H, W]
   ns = 1;
 
   for (int i = 0; i < c->n_blocks; i++) {
@@ -299,7 +299,7 @@ int unet_forward(struct unet *u, struct tensor *out, const struct tensor *sample
       const struct tensor *x = &skips[ns - 1];
       int64_t ho = (x->shape[2] - 1) / 2 + 1, wo = (x->shape[3] - 1) / 2 + 1;
       CK(alloc4(&f, &skips[ns], 4, B, x->shape[1], ho, wo));
-      CK(be->conv2d(be, &skips[ns], x, d->down_w, d->down_b, 2, 1)); // [B, Ci, ceil(h/2), ..]
+      CK(be_conv2d(be, &skips[ns], x, d->down_w, d->down_b, 2, 1)); // [B, Ci, ceil(h/2), ..]
       ns++;
     }
   }
@@ -317,7 +317,7 @@ int unet_forward(struct unet *u, struct tensor *out, const struct tensor *sample
       snprintf(f.where, sizeof f.where, "up_blocks.%d.resnets.%d", i, j);
       struct tensor *s = &skips[--ns];
       CK(alloc4(&f, &t, 4, B, h.shape[1] + s->shape[1], h.shape[2], h.shape[3]));
-      CK(be->concat_channels(be, &t, &h, s)); // [B, Ch + Cs, h, w]
+      CK(be_concat_channels(be, &t, &h, s)); // [B, Ch + Cs, h, w]
       drop(&f, &h);
       drop(&f, s);
       CK(resnet_fwd(&f, &p->res[j], &t, &r));
@@ -336,21 +336,21 @@ int unet_forward(struct unet *u, struct tensor *out, const struct tensor *sample
       snprintf(f.where, sizeof f.where, "up_blocks.%d.upsamplers.0", i);
       const struct tensor *s = &skips[ns - 1];
       CK(alloc4(&f, &t, 4, B, h.shape[1], s->shape[2], s->shape[3]));
-      CK(be->upsample_nearest(be, &t, &h)); // [B, C, hs, ws]
+      CK(be_upsample_nearest(be, &t, &h)); // [B, C, hs, ws]
       drop(&f, &h);
       CK(alloc4(&f, &h, 4, B, t.shape[1], t.shape[2], t.shape[3]));
-      CK(be->conv2d(be, &h, &t, p->up_w, p->up_b, 1, 1));
+      CK(be_conv2d(be, &h, &t, p->up_w, p->up_b, 1, 1));
       drop(&f, &t);
     }
   }
 
   snprintf(f.where, sizeof f.where, "conv_out");
   CK(alloc4(&f, &t, 4, B, h.shape[1], H, W));
-  CK(be->group_norm(be, &t, &h, u->norm_out_w, u->norm_out_b, c->groups, c->norm_eps, 1));
+  CK(be_group_norm(be, &t, &h, u->norm_out_w, u->norm_out_b, c->groups, c->norm_eps, 1));
   drop(&f, &h);
-  CK(be->conv2d(be, out, &t, u->conv_out_w, u->conv_out_b, 1, 1)); // [B, out_ch, H, W]
+  CK(be_conv2d(be, out, &t, u->conv_out_w, u->conv_out_b, 1, 1)); // [B, out_ch, H, W]
 done:
-  if (rc && err) *err = unet_strf("unet: %s: %s", f.where, backend_last_error(be));
+  if (rc && err) *err = unet_strf("unet: %s: %s", f.where, be_last_error(be));
   for (int i = 0; i < MAX_SKIPS; i++) drop(&f, &skips[i]);
   drop(&f, &emb);
   drop(&f, &h);

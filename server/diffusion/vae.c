@@ -116,9 +116,9 @@ static int upload_weights(struct vae *v, const struct st_file *f, char **err) {
     }
     for (int d = 0; d < nd; d++) shape[d] = t->shape[d];
     if (is_attn_matrix(p[i].name) && nd == 4 && shape[2] == 1 && shape[3] == 1) nd = 2;
-    if (v->be->tensor_alloc(v->be, &v->w[i], (enum dtype)dt, nd, shape) < 0 ||
-        v->be->upload(v->be, &v->w[i], t->data, (enum dtype)dt) < 0)
-      rc = vae_errf(err, "vae: upload of %s: %s", t->name, backend_last_error(v->be));
+    if (be_tensor_alloc(v->be, &v->w[i], (enum dtype)dt, nd, shape) < 0 ||
+        be_upload(v->be, &v->w[i], t->data, (enum dtype)dt) < 0)
+      rc = vae_errf(err, "vae: upload of %s: %s", t->name, be_last_error(v->be));
   }
   free(p);
   return rc;
@@ -346,7 +346,7 @@ cleanup:
 void vae_free(struct vae *v) {
   if (!v) return;
   for (size_t i = 0; i < v->n_w; i++) {
-    if (v->w && v->w[i].data) v->be->tensor_free(v->be, &v->w[i]);
+    if (v->w && v->w[i].data) be_tensor_free(v->be, &v->w[i]);
     free(v->names[i]);
   }
   free(v->names);

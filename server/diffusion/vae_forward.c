@@ -16,7 +16,7 @@ typedef struct tensor T;
 static int act(struct vae *v, T *t, int nd, int64_t a, int64_t b, int64_t c, int64_t d) {
   int64_t s[4] = {a, b, c, d};
   memset(t, 0, sizeof *t);
-  if (v->be->tensor_alloc(v->be, t, DT_F32, nd, s) < 0) {
+  if (be_tensor_alloc(v->be, t, DT_F32, nd, s) < 0) {
     memset(t, 0, sizeof *t);
     return -1;
   }
@@ -24,7 +24,7 @@ static int act(struct vae *v, T *t, int nd, int64_t a, int64_t b, int64_t c, int
 }
 
 static void drop(struct vae *v, T *t) {
-  if (t->data) v->be->tensor_free(v->be, t);
+  if (t->data) be_tensor_free(v->be, t);
   memset(t, 0, sizeof *t);
 }
 
@@ -41,14 +41,14 @@ static int conv(struct vae *v, T *out, const T *x, const char *p, int stride, in
   int64_t ho = (x->shape[2] + 2 * pad - k) / stride + 1;
   int64_t wo = (x->shape[3] + 2 * pad - k) / stride + 1;
   if (act(v, out, 4, x->shape[0], w->shape[0], ho, wo) < 0) return -1;
-  return done(v, out, v->be->conv2d(v->be, out, x, w, b, stride, pad));
+  return done(v, out, be_conv2d(v->be, out, x, w, b, stride, pad));
 }
 
 /* out = GroupNorm(groups, eps 1e-6)(x) with <p>.weight/.bias, then SiLU if silu. */
 static int gnorm(struct vae *v, T *out, const T *x, const char *p, int silu) {
   const T *g = vae_w(v, "%s.weight", p), *b = vae_w(v, "%s.bias", p);
   if (act(v, out, 4, x->shape[0], x->shape[1], x->shape[2], x->shape[3]) < 0) return -1;
-  return done(v, out, v->be->group_norm(v->be, out, x, g, b, v->groups, VAE_EPS, silu));
+  return done(v, out, be_group_norm(v->be, out, x, g, b, v->groups, VAE_EPS, silu));
 }
 
 /* ResnetBlock2D without time embedding [N, Ci, H, W] -> [N, Co, H, W]. */
@@ -74,10 +74,10 @@ static int resnet(struct vae *v, T *out, const T *x, const char *p) {
   snprintf(n, sizeof n, "%s.conv_shortcut", p);
   if (vae_w(v, "%s.weight", n)) {
     if (conv(v, &sc, x, n, 1, 0) < 0) return done(v, out, -1); /* [N, Co, H, W] */
-    rc = v->be->add(v->be, out, out, &sc);
+    rc = be_add(v->be, out, out, &sc);
     drop(v, &sc);
   } else {
-    rc = v->be->add(v->be, out, out, x);
+    rc = be_add(v->be, out, out, x);
   }
   return done(v, out, rc);
 }
@@ -93,7 +93,7 @@ static int attention(struct vae *v, T *out, const T *x, const char *p) {
   if (gnorm(v, &g, x, n, 0) < 0) return -1;
   static const int to_nhwc[4] = {0, 2, 3, 1}, to_nchw[4] = {0, 3, 1, 2};
   if (act(v, &tok, 4, N, H, W, C) < 0) goto fail; /* [N, H, W, C] */
-  if (v->be->permute(v->be, &tok, &g, to_nhwc) < 0) goto fail;
+  if (be_permute(v->be, &tok, &g, to_nhwc) < 0) goto fail;
   drop(v, &g);
   T tv = tok; /* view [N, L, C] */
   tv.ndim = 3;
@@ -105,20 +105,19 @@ static int attention(struct vae *v, T *out, const T *x, const char *p) {
   T *dst[3] = {&q, &k, &val};
   for (int i = 0; i < 3; i++) {
     if (act(v, dst[i], 3, N, L, C, 0) < 0) goto fail; /* [N, L, C] */
-    if (v->be->linear(v->be, dst[i], &tv, vae_w(v, "%s.%s.weight", p, lin[i]),
-                      vae_w(v, "%s.%s.bias", p, lin[i])) < 0)
+    if (be_linear(v->be, dst[i], &tv, vae_w(v, "%s.%s.weight", p, lin[i]),
+                  vae_w(v, "%s.%s.bias", p, lin[i])) < 0)
       goto fail;
   }
   drop(v, &tok);
   if (act(v, &a, 3, N, L, C, 0) < 0) goto fail; /* [N, L, C] */
-  if (v->be->attention(v->be, &a, &q, &k, &val, 1, (float)(1.0 / sqrt((double)C)), 0) < 0)
-    goto fail;
+  if (be_attention(v->be, &a, &q, &k, &val, 1, (float)(1.0 / sqrt((double)C)), 0) < 0) goto fail;
   drop(v, &q);
   drop(v, &k);
   drop(v, &val);
   if (act(v, &o, 3, N, L, C, 0) < 0) goto fail; /* [N, L, C] */
-  if (v->be->linear(v->be, &o, &a, vae_w(v, "%s.to_out.0.weight", p),
-                    vae_w(v, "%s.to_out.0.bias", p)) < 0)
+  if (be_linear(v->be, &o, &a, vae_w(v, "%s.to_out.0.weight", p), vae_w(v, "%s.to_out.0.bias", p)) <
+      0)
     goto fail;
   drop(v, &a);
   T ov = o; /* view [N, H, W, C] */
@@ -128,9 +127,9 @@ static int attention(struct vae *v, T *out, const T *x, const char *p) {
   ov.shape[3] = C;
   ov.be = NULL;
   if (act(v, out, 4, N, C, H, W) < 0) goto fail;
-  if (v->be->permute(v->be, out, &ov, to_nchw) < 0) goto fail;
+  if (be_permute(v->be, out, &ov, to_nchw) < 0) goto fail;
   drop(v, &o);
-  rc = v->be->add(v->be, out, out, x); /* residual */
+  rc = be_add(v->be, out, out, x); /* residual */
   return done(v, out, rc);
 fail:
   drop(v, &g);
@@ -149,7 +148,7 @@ static int upsample(struct vae *v, T *out, const T *x, const char *p) {
   char n[320];
   memset(out, 0, sizeof *out);
   if (act(v, &up, 4, x->shape[0], x->shape[1], 2 * x->shape[2], 2 * x->shape[3]) < 0) return -1;
-  int rc = v->be->upsample_nearest(v->be, &up, x);
+  int rc = be_upsample_nearest(v->be, &up, x);
   snprintf(n, sizeof n, "%s.conv", p);
   if (rc >= 0) rc = conv(v, out, &up, n, 1, 1);
   drop(v, &up);
@@ -162,10 +161,10 @@ static int pad_dim1(struct vae *v, T *out, const T *x) {
   T z;
   if (act(v, &z, 4, N, 1, B, C) < 0) return -1;
   float *host = calloc((size_t)(N * B * C), sizeof *host);
-  int rc = host ? v->be->upload(v->be, &z, host, DT_F32) : -1;
+  int rc = host ? be_upload(v->be, &z, host, DT_F32) : -1;
   free(host);
   if (rc >= 0) rc = act(v, out, 4, N, A + 1, B, C);
-  if (rc >= 0) rc = v->be->concat_channels(v->be, out, x, &z);
+  if (rc >= 0) rc = be_concat_channels(v->be, out, x, &z);
   drop(v, &z);
   return done(v, out, rc);
 }
@@ -179,14 +178,14 @@ static int downsample(struct vae *v, T *out, const T *x, const char *p) {
   char n[320];
   int rc = -1;
   memset(out, 0, sizeof *out);
-  if (act(v, &a, 4, N, H, C, W) < 0 || v->be->permute(v->be, &a, x, p1) < 0) goto end;
+  if (act(v, &a, 4, N, H, C, W) < 0 || be_permute(v->be, &a, x, p1) < 0) goto end;
   if (pad_dim1(v, &b, &a) < 0) goto end; /* [N, H+1, C, W] */
   drop(v, &a);
-  if (act(v, &a, 4, N, W, C, H + 1) < 0 || v->be->permute(v->be, &a, &b, p2) < 0) goto end;
+  if (act(v, &a, 4, N, W, C, H + 1) < 0 || be_permute(v->be, &a, &b, p2) < 0) goto end;
   drop(v, &b);
   if (pad_dim1(v, &b, &a) < 0) goto end; /* [N, W+1, C, H+1] */
   drop(v, &a);
-  if (act(v, &a, 4, N, C, H + 1, W + 1) < 0 || v->be->permute(v->be, &a, &b, p3) < 0) goto end;
+  if (act(v, &a, 4, N, C, H + 1, W + 1) < 0 || be_permute(v->be, &a, &b, p3) < 0) goto end;
   drop(v, &b);
   snprintf(n, sizeof n, "%s.conv", p);
   rc = conv(v, out, &a, n, 2, 0);
@@ -241,7 +240,7 @@ int vae_decode(struct vae *v, struct tensor *out, const struct tensor *latents, 
                     v->out_ch, (long long)(h * s), (long long)(w * s));
   T cur;
   if (act(v, &cur, 4, B, v->lc, h, w) < 0) goto fail; /* [B, Lc, h, w] */
-  if (v->be->axpby(v->be, &cur, 1.0f / v->scaling, latents, 0.0f, NULL) < 0) goto fail;
+  if (be_axpby(v->be, &cur, 1.0f / v->scaling, latents, 0.0f, NULL) < 0) goto fail;
   if (v->use_post_quant) STEP(conv(v, &nx_, &cur, "post_quant_conv", 1, 0));
   STEP(conv(v, &nx_, &cur, "decoder.conv_in", 1, 1)); /* [B, ch[-1], h, w] */
   if (mid_block(v, &cur, "decoder") < 0) goto fail;
@@ -256,14 +255,14 @@ int vae_decode(struct vae *v, struct tensor *out, const struct tensor *latents, 
     }
   }
   STEP(gnorm(v, &nx_, &cur, "decoder.conv_norm_out", 1));
-  if (v->be->conv2d(v->be, out, &cur, vae_w(v, "decoder.conv_out.weight"),
-                    vae_w(v, "decoder.conv_out.bias"), 1, 1) < 0)
+  if (be_conv2d(v->be, out, &cur, vae_w(v, "decoder.conv_out.weight"),
+                vae_w(v, "decoder.conv_out.bias"), 1, 1) < 0)
     goto fail; /* [B, 3, H, W] */
   drop(v, &cur);
   return 0;
 fail:
   drop(v, &cur);
-  return vae_errf(err, "vae: decode failed: %s", backend_last_error(v->be));
+  return vae_errf(err, "vae: decode failed: %s", be_last_error(v->be));
 }
 
 int vae_encode(struct vae *v, struct tensor *mean, struct tensor *logvar,
@@ -298,14 +297,14 @@ int vae_encode(struct vae *v, struct tensor *mean, struct tensor *logvar,
   STEP(gnorm(v, &nx_, &cur, "encoder.conv_norm_out", 1));
   STEP(conv(v, &nx_, &cur, "encoder.conv_out", 1, 1)); /* [B, 2 Lc, h, w] */
   if (v->use_quant) STEP(conv(v, &nx_, &cur, "quant_conv", 1, 0));
-  if (v->be->slice(v->be, mean, &cur, 1, 0) < 0) goto fail; /* [B, Lc, h, w] */
+  if (be_slice(v->be, mean, &cur, 1, 0) < 0) goto fail; /* [B, Lc, h, w] */
   if (logvar) {
-    if (v->be->slice(v->be, logvar, &cur, 1, v->lc) < 0) goto fail;
+    if (be_slice(v->be, logvar, &cur, 1, v->lc) < 0) goto fail;
     size_t cnt = (size_t)tensor_numel(logvar);
     host = malloc(cnt * sizeof *host);
-    if (!host || v->be->download_f32(v->be, logvar, host) < 0) goto fail;
+    if (!host || be_download_f32(v->be, logvar, host) < 0) goto fail;
     for (size_t i = 0; i < cnt; i++) host[i] = fminf(fmaxf(host[i], -30.0f), 20.0f);
-    if (v->be->upload(v->be, logvar, host, DT_F32) < 0) goto fail;
+    if (be_upload(v->be, logvar, host, DT_F32) < 0) goto fail;
     free(host);
   }
   drop(v, &cur);
@@ -313,7 +312,7 @@ int vae_encode(struct vae *v, struct tensor *mean, struct tensor *logvar,
 fail:
   free(host);
   drop(v, &cur);
-  return vae_errf(err, "vae: encode failed: %s", backend_last_error(v->be));
+  return vae_errf(err, "vae: encode failed: %s", be_last_error(v->be));
 }
 
 void vae_image_to_rgb8(const float *img, int batch, int height, int width, uint8_t *rgb) {

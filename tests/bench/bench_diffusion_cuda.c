@@ -156,8 +156,8 @@ static int upload_input(struct backend *be, const struct st_file *f, const char 
     fprintf(stderr, "inputs: %s missing or not F32\n", name);
     return -1;
   }
-  if (be->tensor_alloc(be, t, DT_F32, s->ndim, s->shape)) return -1;
-  return be->upload(be, t, s->data, DT_F32);
+  if (be_tensor_alloc(be, t, DT_F32, s->ndim, s->shape)) return -1;
+  return be_upload(be, t, s->data, DT_F32);
 }
 
 static int bench_unet(int argc, char **argv) {
@@ -193,7 +193,7 @@ static int bench_unet(int argc, char **argv) {
     }
     if (write_random_weights(u, tmp, &err) || unet_load_weights(u, tmp, &err)) goto done;
   }
-  printf("device %s load_s %.3f\n", be->name, now_s() - t0);
+  printf("device %s load_s %.3f\n", be_name(be), now_s() - t0);
   if (inputs) {
     if (st_open(inputs, &in, &err)) goto done;
     const struct st_tensor *t = st_find(in, "timesteps");
@@ -211,35 +211,35 @@ static int bench_unet(int argc, char **argv) {
     tsbuf[1] = 500.0f;
     ts = tsbuf;
     for (int64_t i = 0; i < nx; i++) host[i] = (float)((double)(next_u64() >> 11) * 0x1p-52 - 1.0);
-    if (be->tensor_alloc(be, &x, DT_F32, 4, xs) || be->upload(be, &x, host, DT_F32)) goto done;
+    if (be_tensor_alloc(be, &x, DT_F32, 4, xs) || be_upload(be, &x, host, DT_F32)) goto done;
     for (int64_t i = 0; i < nc; i++) host[i] = (float)((double)(next_u64() >> 11) * 0x1p-52 - 1.0);
-    if (be->tensor_alloc(be, &ctx, DT_F32, 3, cs) || be->upload(be, &ctx, host, DT_F32)) goto done;
+    if (be_tensor_alloc(be, &ctx, DT_F32, 3, cs) || be_upload(be, &ctx, host, DT_F32)) goto done;
     free(host);
     host = NULL;
   }
   int64_t os[4] = {x.shape[0], unet_out_channels(u), x.shape[2], x.shape[3]};
-  if (be->tensor_alloc(be, &out, DT_F32, 4, os)) goto done;
+  if (be_tensor_alloc(be, &out, DT_F32, 4, os)) goto done;
   for (int w = 0; w < 2; w++) /* warm-up: algorithm choice, allocator */
-    if (unet_forward(u, &out, &x, ts, &ctx, &err) || be->synchronize(be)) goto done;
+    if (unet_forward(u, &out, &x, ts, &ctx, &err) || be_synchronize(be)) goto done;
   for (int r = 0; r < runs; r++) {
     t0 = now_s();
-    if (unet_forward(u, &out, &x, ts, &ctx, &err) || be->synchronize(be)) goto done;
+    if (unet_forward(u, &out, &x, ts, &ctx, &err) || be_synchronize(be)) goto done;
     times[r] = now_s() - t0;
     printf("run_ms %.2f\n", 1e3 * times[r]);
   }
   printf("median_ms %.2f (unet forward, batch %lld, latent %lldx%lld, %s)\n",
          1e3 * median(times, runs), (long long)x.shape[0], (long long)x.shape[2],
-         (long long)x.shape[3], be->name);
+         (long long)x.shape[3], be_name(be));
   if (outp) {
     int64_t n = tensor_numel(&out);
     host = malloc((size_t)n * 4);
-    if (!host || be->download_f32(be, &out, host)) goto done;
+    if (!host || be_download_f32(be, &out, host)) goto done;
     struct st_write_tensor wt = {"out", ST_F32, 4, out.shape, host};
     if (st_write(outp, &wt, 1, NULL, &err)) goto done;
   }
   rc = 0;
 done:
-  if (rc) fprintf(stderr, "bench: %s\n", err ? err : backend_last_error(be));
+  if (rc) fprintf(stderr, "bench: %s\n", err ? err : be_last_error(be));
   if (tmpfd >= 0) {
     close(tmpfd);
     unlink(tmp);
@@ -249,12 +249,12 @@ done:
   free(tsbuf);
   free(times);
   json_decref(cfg);
-  if (x.data) be->tensor_free(be, &x);
-  if (ctx.data) be->tensor_free(be, &ctx);
-  if (out.data) be->tensor_free(be, &out);
+  if (x.data) be_tensor_free(be, &x);
+  if (ctx.data) be_tensor_free(be, &ctx);
+  if (out.data) be_tensor_free(be, &out);
   unet_free(u);
   st_close(in);
-  be->destroy(be);
+  be_destroy(be);
   return rc;
 }
 

@@ -129,6 +129,6 @@ int main(int argc, char **argv) {
   free(rgb);
   free(tt);
   pipeline_free(p);
-  be->destroy(be);
+  be_destroy(be);
   return 0;
 }

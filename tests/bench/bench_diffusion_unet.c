@@ -18,6 +18,7 @@
 
 #include "diffusion/unet.h"
 #include "formats/safetensors.h"
+#include "kernels/backend_impl.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -25,7 +26,10 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ---- profiling backend: forwards to g_inner, accumulates time per class ---- */
+/* ---- profiling backend: forwards to g_inner, accumulates time per class ----
+ * A backend of its own (kernels/backend_impl.h) whose ops call g_inner's
+ * front end, so they are timed with its checks; alloc/free time g_inner's
+ * own memory ops. */
 enum {
   P_CONV3,
   P_CONV1,
@@ -63,98 +67,139 @@ static int g_on;
     return rc_;                                                                                    \
   } while (0)
 
-static int w_alloc(struct backend *be, struct tensor *t, enum dtype dt, int nd, const int64_t *s) {
-  TIMED(P_MEM, g_inner->tensor_alloc(g_inner, t, dt, nd, s));
-}
-static void w_free(struct backend *be, struct tensor *t) {
+static void *w_alloc(struct backend *be, size_t bytes) {
   double t0 = now_s();
-  g_inner->tensor_free(g_inner, t);
+  void *p = g_inner->ops->alloc(g_inner, bytes);
+  if (g_on) {
+    g_t[P_MEM] += now_s() - t0;
+    g_n[P_MEM]++;
+  }
+  return p;
+}
+static void w_free(struct backend *be, void *p) {
+  double t0 = now_s();
+  g_inner->ops->free(g_inner, p);
   if (g_on) g_t[P_MEM] += now_s() - t0;
 }
 static int w_upload(struct backend *be, struct tensor *d, const void *s, enum dtype dt) {
-  return g_inner->upload(g_inner, d, s, dt);
+  return be_upload(g_inner, d, s, dt);
 }
 static int w_download(struct backend *be, const struct tensor *s, float *d) {
-  return g_inner->download_f32(g_inner, s, d);
+  return be_download_f32(g_inner, s, d);
 }
 static int w_conv(struct backend *be, struct tensor *o, const struct tensor *x,
                   const struct tensor *w, const struct tensor *b, int stride, int pad) {
   int cls = stride != 1 ? P_CONV_S2 : w->shape[2] == 1 ? P_CONV1 : P_CONV3;
-  TIMED(cls, g_inner->conv2d(g_inner, o, x, w, b, stride, pad));
+  TIMED(cls, be_conv2d(g_inner, o, x, w, b, stride, pad));
 }
 static int w_linear(struct backend *be, struct tensor *o, const struct tensor *x,
                     const struct tensor *w, const struct tensor *b) {
-  TIMED(P_LINEAR, g_inner->linear(g_inner, o, x, w, b));
+  TIMED(P_LINEAR, be_linear(g_inner, o, x, w, b));
 }
 static int w_gnorm(struct backend *be, struct tensor *o, const struct tensor *x,
                    const struct tensor *g, const struct tensor *b, int groups, float eps,
                    int silu) {
-  TIMED(P_GNORM, g_inner->group_norm(g_inner, o, x, g, b, groups, eps, silu));
+  TIMED(P_GNORM, be_group_norm(g_inner, o, x, g, b, groups, eps, silu));
 }
 static int w_lnorm(struct backend *be, struct tensor *o, const struct tensor *x,
                    const struct tensor *g, const struct tensor *b, float eps) {
-  TIMED(P_LNORM, g_inner->layer_norm(g_inner, o, x, g, b, eps));
+  TIMED(P_LNORM, be_layer_norm(g_inner, o, x, g, b, eps));
 }
 static int w_attn(struct backend *be, struct tensor *o, const struct tensor *q,
                   const struct tensor *k, const struct tensor *v, int h, float sc, int causal) {
-  TIMED(P_ATTN, g_inner->attention(g_inner, o, q, k, v, h, sc, causal));
+  TIMED(P_ATTN, be_attention(g_inner, o, q, k, v, h, sc, causal));
 }
 static int w_unary(struct backend *be, struct tensor *o, const struct tensor *x, enum unary_op op) {
-  TIMED(P_ELEM, g_inner->unary(g_inner, o, x, op));
+  TIMED(P_ELEM, be_unary(g_inner, o, x, op));
 }
 static int w_geglu(struct backend *be, struct tensor *o, const struct tensor *x) {
-  TIMED(P_GEGLU, g_inner->geglu(g_inner, o, x));
+  TIMED(P_GEGLU, be_geglu(g_inner, o, x));
 }
 static int w_add(struct backend *be, struct tensor *o, const struct tensor *a,
                  const struct tensor *b) {
-  TIMED(P_ELEM, g_inner->add(g_inner, o, a, b));
+  TIMED(P_ELEM, be_add(g_inner, o, a, b));
 }
 static int w_addc(struct backend *be, struct tensor *o, const struct tensor *a,
                   const struct tensor *b) {
-  TIMED(P_ELEM, g_inner->add_channel(g_inner, o, a, b));
+  TIMED(P_ELEM, be_add_channel(g_inner, o, a, b));
 }
 static int w_concat(struct backend *be, struct tensor *o, const struct tensor *a,
                     const struct tensor *b) {
-  TIMED(P_LAYOUT, g_inner->concat_channels(g_inner, o, a, b));
+  TIMED(P_LAYOUT, be_concat_channels(g_inner, o, a, b));
 }
 static int w_up(struct backend *be, struct tensor *o, const struct tensor *x) {
-  TIMED(P_LAYOUT, g_inner->upsample_nearest(g_inner, o, x));
+  TIMED(P_LAYOUT, be_upsample_nearest(g_inner, o, x));
 }
 static int w_perm(struct backend *be, struct tensor *o, const struct tensor *x, const int *p) {
-  TIMED(P_LAYOUT, g_inner->permute(g_inner, o, x, p));
+  TIMED(P_LAYOUT, be_permute(g_inner, o, x, p));
 }
 static int w_temb(struct backend *be, struct tensor *o, const float *t, int dim, int flip,
                   float shift, float maxp) {
-  TIMED(P_EMB, g_inner->timestep_embedding(g_inner, o, t, dim, flip, shift, maxp));
+  TIMED(P_EMB, be_timestep_embedding(g_inner, o, t, dim, flip, shift, maxp));
 }
-static const char *w_err(struct backend *be) {
-  return g_inner->last_error(g_inner);
+static int w_copy(struct backend *be, struct tensor *d, const struct tensor *s) {
+  return be_copy(g_inner, d, s);
 }
+static int w_sync(struct backend *be) {
+  return be_synchronize(g_inner);
+}
+static int w_matmul(struct backend *be, struct tensor *o, const struct tensor *a, int ta,
+                    const struct tensor *b, int tb, float alpha) {
+  TIMED(P_LINEAR, be_matmul(g_inner, o, a, ta, b, tb, alpha));
+}
+static int w_softmax(struct backend *be, struct tensor *o, const struct tensor *x) {
+  TIMED(P_ELEM, be_softmax(g_inner, o, x));
+}
+static int w_mul(struct backend *be, struct tensor *o, const struct tensor *a,
+                 const struct tensor *b) {
+  TIMED(P_ELEM, be_mul(g_inner, o, a, b));
+}
+static int w_axpby(struct backend *be, struct tensor *o, float alpha, const struct tensor *x,
+                   float beta, const struct tensor *y) {
+  TIMED(P_ELEM, be_axpby(g_inner, o, alpha, x, beta, y));
+}
+static int w_slice(struct backend *be, struct tensor *o, const struct tensor *x, int dim,
+                   int64_t start) {
+  TIMED(P_LAYOUT, be_slice(g_inner, o, x, dim, start));
+}
+static int w_embed(struct backend *be, struct tensor *o, const int32_t *ids,
+                   const struct tensor *table) {
+  TIMED(P_EMB, be_embedding(g_inner, o, ids, table));
+}
+static void w_destroy(struct backend *be) {}
+
+static const struct backend_ops w_ops = {
+    .alloc = w_alloc,
+    .free = w_free,
+    .upload = w_upload,
+    .download_f32 = w_download,
+    .copy = w_copy,
+    .synchronize = w_sync,
+    .conv2d = w_conv,
+    .linear = w_linear,
+    .matmul = w_matmul,
+    .group_norm = w_gnorm,
+    .layer_norm = w_lnorm,
+    .softmax = w_softmax,
+    .attention = w_attn,
+    .unary = w_unary,
+    .geglu = w_geglu,
+    .add = w_add,
+    .mul = w_mul,
+    .add_channel = w_addc,
+    .axpby = w_axpby,
+    .concat_channels = w_concat,
+    .upsample_nearest = w_up,
+    .permute = w_perm,
+    .slice = w_slice,
+    .timestep_embedding = w_temb,
+    .embedding = w_embed,
+    .destroy = w_destroy,
+};
 
 static struct backend *profiler_new(struct backend *inner) {
-  static struct backend w;
   g_inner = inner;
-  w = *inner;
-  w.name = "profile";
-  w.tensor_alloc = w_alloc;
-  w.tensor_free = w_free;
-  w.upload = w_upload;
-  w.download_f32 = w_download;
-  w.conv2d = w_conv;
-  w.linear = w_linear;
-  w.group_norm = w_gnorm;
-  w.layer_norm = w_lnorm;
-  w.attention = w_attn;
-  w.unary = w_unary;
-  w.geglu = w_geglu;
-  w.add = w_add;
-  w.add_channel = w_addc;
-  w.concat_channels = w_concat;
-  w.upsample_nearest = w_up;
-  w.permute = w_perm;
-  w.timestep_embedding = w_temb;
-  w.last_error = w_err;
-  return &w;
+  return backend_new("profile", NULL, &w_ops);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -169,8 +214,8 @@ static int upload_input(struct backend *be, const struct st_file *f, const char 
     fprintf(stderr, "inputs: %s missing or not F32\n", name);
     return -1;
   }
-  if (be->tensor_alloc(be, t, DT_F32, s->ndim, s->shape)) return -1;
-  return be->upload(be, t, s->data, DT_F32);
+  if (be_tensor_alloc(be, t, DT_F32, s->ndim, s->shape)) return -1;
+  return be_upload(be, t, s->data, DT_F32);
 }
 
 int main(int argc, char **argv) {
@@ -198,7 +243,7 @@ int main(int argc, char **argv) {
   const struct st_tensor *ts = st_find(in, "timesteps");
   if (!ts || ts->dtype != ST_F32 || upload_input(be, in, "sample", &x) ||
       upload_input(be, in, "encoder_hidden_states", &ctx) ||
-      be->tensor_alloc(be, &out, DT_F32, 4, x.shape))
+      be_tensor_alloc(be, &out, DT_F32, 4, x.shape))
     goto done;
   if (unet_forward(u, &out, &x, ts->data, &ctx, &err)) goto done; /* warm-up */
   g_on = profile;
@@ -222,20 +267,20 @@ int main(int argc, char **argv) {
   }
   int64_t n = tensor_numel(&out);
   host = malloc((size_t)n * sizeof *host);
-  if (!host || be->download_f32(be, &out, host)) goto done;
+  if (!host || be_download_f32(be, &out, host)) goto done;
   struct st_write_tensor wt = {"out", ST_F32, 4, out.shape, host};
   if (st_write(argv[3], &wt, 1, NULL, &err)) goto done;
   rc = 0;
 done:
-  if (rc) fprintf(stderr, "bench: %s\n", err ? err : backend_last_error(cpu));
+  if (rc) fprintf(stderr, "bench: %s\n", err ? err : be_last_error(cpu));
   free(err);
   free(host);
   free(times);
-  if (x.data) be->tensor_free(be, &x);
-  if (ctx.data) be->tensor_free(be, &ctx);
-  if (out.data) be->tensor_free(be, &out);
+  if (x.data) be_tensor_free(be, &x);
+  if (ctx.data) be_tensor_free(be, &ctx);
+  if (out.data) be_tensor_free(be, &out);
   unet_free(u);
   st_close(in);
-  cpu->destroy(cpu);
+  be_destroy(cpu);
   return rc;
 }

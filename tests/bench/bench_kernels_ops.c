@@ -85,21 +85,21 @@ static int run_op(void *p) {
   struct backend *be = o->be;
   switch (o->kind) {
   case 0:
-    return be->conv2d(be, &o->out, &o->a, &o->b, &o->c, o->stride, o->pad);
+    return be_conv2d(be, &o->out, &o->a, &o->b, &o->c, o->stride, o->pad);
   case 1:
-    return be->linear(be, &o->out, &o->a, &o->b, &o->c);
+    return be_linear(be, &o->out, &o->a, &o->b, &o->c);
   case 2:
-    return be->attention(be, &o->out, &o->a, &o->b, &o->c, o->heads, 0.125f, 0);
+    return be_attention(be, &o->out, &o->a, &o->b, &o->c, o->heads, 0.125f, 0);
   case 3:
-    return be->group_norm(be, &o->out, &o->a, &o->b, &o->c, o->heads, 1e-5f, 1);
+    return be_group_norm(be, &o->out, &o->a, &o->b, &o->c, o->heads, 1e-5f, 1);
   case 4:
-    return be->layer_norm(be, &o->out, &o->a, &o->b, &o->c, 1e-5f);
+    return be_layer_norm(be, &o->out, &o->a, &o->b, &o->c, 1e-5f);
   case 5:
-    return be->geglu(be, &o->out, &o->a);
+    return be_geglu(be, &o->out, &o->a);
   case 6:
-    return be->unary(be, &o->out, &o->a, UNARY_SILU);
+    return be_unary(be, &o->out, &o->a, UNARY_SILU);
   case 7:
-    return be->permute(be, &o->out, &o->a, (const int[]){0, 2, 3, 1});
+    return be_permute(be, &o->out, &o->a, (const int[]){0, 2, 3, 1});
   default:
     return -1;
   }
@@ -108,11 +108,11 @@ static int run_op(void *p) {
 static void mk(struct backend *be, struct tensor *t, enum dtype dt, int nd, int64_t a, int64_t b,
                int64_t c, int64_t d) {
   int64_t s[4] = {a, b, c, d};
-  if (be->tensor_alloc(be, t, dt, nd, s) != 0) abort();
+  if (be_tensor_alloc(be, t, dt, nd, s) != 0) abort();
   size_t n = tensor_numel(t);
   float *v = malloc(n * 4);
   for (size_t i = 0; i < n; i++) v[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-  if (be->upload(be, t, v, DT_F32) != 0) abort();
+  if (be_upload(be, t, v, DT_F32) != 0) abort();
   free(v);
 }
 
@@ -120,7 +120,7 @@ static void report(const char *name, struct op_ctx *o, double flops) {
   if (g_filter && !strstr(name, g_filter)) return;
   double t = median_time(run_op, o);
   if (t < 0) {
-    printf("%-44s FAILED: %s\n", name, o->be->last_error(o->be));
+    printf("%-44s FAILED: %s\n", name, be_last_error(o->be));
     return;
   }
   if (flops > 0) {
@@ -135,8 +135,8 @@ static void report(const char *name, struct op_ctx *o, double flops) {
 
 static void free_all(struct op_ctx *o) {
   struct backend *be = o->be;
-  be->tensor_free(be, &o->out), be->tensor_free(be, &o->a), be->tensor_free(be, &o->b);
-  be->tensor_free(be, &o->c), be->tensor_free(be, &o->d);
+  be_tensor_free(be, &o->out), be_tensor_free(be, &o->a), be_tensor_free(be, &o->b);
+  be_tensor_free(be, &o->c), be_tensor_free(be, &o->d);
 }
 
 int main(int argc, char **argv) {
@@ -221,7 +221,7 @@ int main(int argc, char **argv) {
     report("group_norm+silu [2, 80, 64, 64] G16", &o, 0);
     o.kind = 6;
     report("silu [2, 80, 64, 64]", &o, 0);
-    be->tensor_free(be, &o.out);
+    be_tensor_free(be, &o.out);
     mk(be, &o.out, DT_F32, 4, 2, 64, 64, 80);
     o.kind = 7;
     report("permute NCHW->NHWC [2, 80, 64, 64]", &o, 0);
@@ -241,6 +241,6 @@ int main(int argc, char **argv) {
     report("geglu [8192, 640]", &o, 0);
     free_all(&o);
   }
-  be->destroy(be);
+  be_destroy(be);
   return 0;
 }

@@ -59,14 +59,14 @@ static double run_compare(struct clip_text *m, struct backend *be, const struct 
   assert_int_equal(ref->shape[2], D);
   int64_t shape[3] = {fx->B, CLIP_TEXT_SEQ, D};
   struct tensor out;
-  assert_int_equal(be->tensor_alloc(be, &out, DT_F32, 3, shape), 0);
+  assert_int_equal(be_tensor_alloc(be, &out, DT_F32, 3, shape), 0);
   char *err = NULL;
   int rc = clip_text_forward(m, &out, fx->ids, fx->B, clip_skip, &err);
   if (rc) fail_msg("clip_text_forward: %s", err);
   size_t n = (size_t)fx->B * CLIP_TEXT_SEQ * (size_t)D;
   float *got = malloc(n * sizeof *got);
   assert_non_null(got);
-  assert_int_equal(be->download_f32(be, &out, got), 0);
+  assert_int_equal(be_download_f32(be, &out, got), 0);
   const float *want = ref->data;
   double max_ref = 0, worst = 0;
   size_t wi = 0;
@@ -81,7 +81,7 @@ static double run_compare(struct clip_text *m, struct backend *be, const struct 
                 label, worst, wi / ((size_t)CLIP_TEXT_SEQ * D), wi / D % CLIP_TEXT_SEQ, wi % D,
                 got[wi], want[wi], max_ref, ratio);
   free(got);
-  be->tensor_free(be, &out);
+  be_tensor_free(be, &out);
   return ratio;
 }
 
@@ -104,7 +104,7 @@ static void test_model(const char *name) {
   assert_true(r1 <= TOL);
   clip_text_free(m);
   st_close(fx.ref);
-  be->destroy(be);
+  be_destroy(be);
 }
 
 static void test_sd1(void **state) {
@@ -147,18 +147,18 @@ static void test_prefixed_keys(void **state) {
   /* Bad arguments. */
   int64_t shape[3] = {1, CLIP_TEXT_SEQ, 7};
   struct tensor out;
-  assert_int_equal(be->tensor_alloc(be, &out, DT_F32, 3, shape), 0);
+  assert_int_equal(be_tensor_alloc(be, &out, DT_F32, 3, shape), 0);
   assert_true(clip_text_forward(m, &out, fx.ids, 1, 0, &err) < 0); /* wrong width */
   free(err);
-  be->tensor_free(be, &out);
+  be_tensor_free(be, &out);
   shape[2] = clip_text_hidden_size(m);
-  assert_int_equal(be->tensor_alloc(be, &out, DT_F32, 3, shape), 0);
+  assert_int_equal(be_tensor_alloc(be, &out, DT_F32, 3, shape), 0);
   assert_true(clip_text_forward(m, &out, fx.ids, 1, clip_text_config(m)->layers + 1, &err) < 0);
   free(err);
   int32_t bad_ids[CLIP_TEXT_SEQ] = {49408};
   assert_true(clip_text_forward(m, &out, bad_ids, 1, 0, &err) < 0);
   free(err);
-  be->tensor_free(be, &out);
+  be_tensor_free(be, &out);
   clip_text_free(m);
 
   /* A config that disagrees with the weights is refused, naming the tensor. */
@@ -183,7 +183,7 @@ static void test_prefixed_keys(void **state) {
   free(w);
   st_close(f);
   st_close(fx.ref);
-  be->destroy(be);
+  be_destroy(be);
 }
 
 int main(void) {

@@ -441,8 +441,8 @@ static void test_bind(void **state) {
   for (size_t i = 0; i < w.f->n_tensors; i++) {
     const struct st_tensor *s = &w.f->tensors[i];
     int dt = st_dtype_to_dtype(s->dtype);
-    assert_int_equal(g_be->tensor_alloc(g_be, &w.t[i], (enum dtype)dt, s->ndim, s->shape), 0);
-    assert_int_equal(g_be->upload(g_be, &w.t[i], s->data, (enum dtype)dt), 0);
+    assert_int_equal(be_tensor_alloc(g_be, &w.t[i], (enum dtype)dt, s->ndim, s->shape), 0);
+    assert_int_equal(be_upload(g_be, &w.t[i], s->data, (enum dtype)dt), 0);
   }
   assert_int_equal(pipeline_bind_unet(pipe_of("tiny-sd2"), wset_lookup, &w, &err), 0);
   uint8_t *b = gen(&g);
@@ -453,9 +453,9 @@ static void test_bind(void **state) {
   struct tensor *t = &w.t[s - w.f->tensors];
   float *host = malloc((size_t)tensor_numel(t) * sizeof *host);
   assert_non_null(host);
-  assert_int_equal(g_be->download_f32(g_be, t, host), 0);
+  assert_int_equal(be_download_f32(g_be, t, host), 0);
   for (int64_t i = 0; i < tensor_numel(t); i++) host[i] *= 1.5f;
-  assert_int_equal(g_be->upload(g_be, t, host, DT_F32), 0);
+  assert_int_equal(be_upload(g_be, t, host, DT_F32), 0);
   free(host);
   uint8_t *c = gen(&g);
   assert_memory_not_equal(a, c, one);
@@ -487,7 +487,7 @@ int main(void) {
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   for (int i = 0; i < 2; i++) pipeline_free(g_pipe[i]);
   if (g_wset.f) {
-    for (size_t i = 0; i < g_wset.f->n_tensors; i++) g_be->tensor_free(g_be, &g_wset.t[i]);
+    for (size_t i = 0; i < g_wset.f->n_tensors; i++) be_tensor_free(g_be, &g_wset.t[i]);
     free(g_wset.t);
     st_close(g_wset.f);
   }
@@ -495,6 +495,6 @@ int main(void) {
   json_decref(g_cases);
   free(cp);
   free(sp);
-  g_be->destroy(g_be);
+  be_destroy(g_be);
   return rc;
 }

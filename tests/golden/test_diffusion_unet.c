@@ -51,8 +51,8 @@ static void upload(const struct st_file *f, const char *name, struct tensor *t) 
   const struct st_tensor *s = st_find(f, name);
   assert_non_null(s);
   assert_int_equal(s->dtype, ST_F32);
-  assert_int_equal(g_be->tensor_alloc(g_be, t, DT_F32, s->ndim, s->shape), 0);
-  assert_int_equal(g_be->upload(g_be, t, s->data, DT_F32), 0);
+  assert_int_equal(be_tensor_alloc(g_be, t, DT_F32, s->ndim, s->shape), 0);
+  assert_int_equal(be_upload(g_be, t, s->data, DT_F32), 0);
 }
 
 /* Runs one fixture case; returns the normalised worst error, *out_copy gets
@@ -69,14 +69,14 @@ static double run_case(struct unet *u, const char *model, const char *cas, float
   const struct st_tensor *ref = st_find(f, "out");
   assert_non_null(ts);
   assert_non_null(ref);
-  assert_int_equal(g_be->tensor_alloc(g_be, &out, DT_F32, 4, x.shape), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &out, DT_F32, 4, x.shape), 0);
   int rc = unet_forward(u, &out, &x, (const float *)ts->data, &ctx, &err);
   if (rc) fprintf(stderr, "%s %s: %s\n", model, cas, err);
   assert_int_equal(rc, 0);
   int64_t n = tensor_numel(&out);
   float *got = malloc((size_t)n * sizeof *got);
   assert_non_null(got);
-  assert_int_equal(g_be->download_f32(g_be, &out, got), 0);
+  assert_int_equal(be_download_f32(g_be, &out, got), 0);
   const float *want = ref->data;
   double maxref = 0, worst = 0;
   int64_t wi = 0;
@@ -95,9 +95,9 @@ static double run_case(struct unet *u, const char *model, const char *cas, float
     *out_copy = got;
   else
     free(got);
-  g_be->tensor_free(g_be, &x);
-  g_be->tensor_free(g_be, &ctx);
-  g_be->tensor_free(g_be, &out);
+  be_tensor_free(g_be, &x);
+  be_tensor_free(g_be, &ctx);
+  be_tensor_free(g_be, &out);
   st_close(f);
   free(p);
   return rel;
@@ -147,8 +147,8 @@ static void test_bind_external(void **state) {
   for (size_t i = 0; i < w.f->n_tensors; i++) {
     const struct st_tensor *s = &w.f->tensors[i];
     int dt = st_dtype_to_dtype(s->dtype);
-    assert_int_equal(g_be->tensor_alloc(g_be, &w.t[i], (enum dtype)dt, s->ndim, s->shape), 0);
-    assert_int_equal(g_be->upload(g_be, &w.t[i], s->data, (enum dtype)dt), 0);
+    assert_int_equal(be_tensor_alloc(g_be, &w.t[i], (enum dtype)dt, s->ndim, s->shape), 0);
+    assert_int_equal(be_upload(g_be, &w.t[i], s->data, (enum dtype)dt), 0);
   }
   assert_int_equal(unet_bind_weights(u, wset_lookup, &w, &err), 0);
   run_case(u, "tiny-sd1", "9x11", &b);
@@ -169,7 +169,7 @@ static void test_bind_external(void **state) {
   assert_memory_equal(a, c, 2 * 4 * 9 * 11 * sizeof(float));
 
   unet_free(u);
-  for (size_t i = 0; i < w.f->n_tensors; i++) g_be->tensor_free(g_be, &w.t[i]);
+  for (size_t i = 0; i < w.f->n_tensors; i++) be_tensor_free(g_be, &w.t[i]);
   free(w.t);
   st_close(w.f);
   free(a);
@@ -205,8 +205,8 @@ static void test_load_ldm(void **state) {
     w.t = calloc(w.f->n_tensors, sizeof *w.t);
     for (size_t i = 0; i < w.f->n_tensors; i++) {
       const struct st_tensor *s = &w.f->tensors[i];
-      assert_int_equal(g_be->tensor_alloc(g_be, &w.t[i], DT_F16, s->ndim, s->shape), 0);
-      assert_int_equal(g_be->upload(g_be, &w.t[i], s->data, DT_F32), 0);
+      assert_int_equal(be_tensor_alloc(g_be, &w.t[i], DT_F16, s->ndim, s->shape), 0);
+      assert_int_equal(be_upload(g_be, &w.t[i], s->data, DT_F32), 0);
     }
     assert_int_equal(unet_bind_weights(u, wset_lookup, &w, &err), 0);
     run_case(u, MODELS[m], "12x10", &b);
@@ -218,7 +218,7 @@ static void test_load_ldm(void **state) {
     printf("  refused: %s\n", err);
     free(err);
     unet_free(u);
-    for (size_t i = 0; i < w.f->n_tensors; i++) g_be->tensor_free(g_be, &w.t[i]);
+    for (size_t i = 0; i < w.f->n_tensors; i++) be_tensor_free(g_be, &w.t[i]);
     free(w.t);
     st_close(w.f);
     free(a);
@@ -279,14 +279,14 @@ static void test_config_mismatch(void **state) {
   struct tensor x, o, ctx;
   int64_t sx[4] = {1, 4, 8, 8}, sc[3] = {1, 77, 32};
   float t = 1;
-  assert_int_equal(g_be->tensor_alloc(g_be, &x, DT_F32, 4, sx), 0);
-  assert_int_equal(g_be->tensor_alloc(g_be, &o, DT_F32, 4, sx), 0);
-  assert_int_equal(g_be->tensor_alloc(g_be, &ctx, DT_F32, 3, sc), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &x, DT_F32, 4, sx), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &o, DT_F32, 4, sx), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &ctx, DT_F32, 3, sc), 0);
   assert_int_not_equal(unet_forward(u, &o, &x, &t, &ctx, &err), 0);
   free(err);
-  g_be->tensor_free(g_be, &x);
-  g_be->tensor_free(g_be, &o);
-  g_be->tensor_free(g_be, &ctx);
+  be_tensor_free(g_be, &x);
+  be_tensor_free(g_be, &o);
+  be_tensor_free(g_be, &ctx);
   unet_free(u);
   json_decref(j);
   free(cfgp);
@@ -344,7 +344,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  g_be->destroy(g_be);
+  be_destroy(g_be);
   return 0;
 }
 

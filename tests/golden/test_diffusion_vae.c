@@ -52,14 +52,14 @@ static int close_enough(const char *what, const float *a, const float *ref, int6
 static void to_device(const struct st_tensor *s, struct tensor *t) {
   int64_t shape[4];
   for (int i = 0; i < s->ndim; i++) shape[i] = s->shape[i];
-  assert_int_equal(g_be->tensor_alloc(g_be, t, DT_F32, s->ndim, shape), 0);
-  assert_int_equal(g_be->upload(g_be, t, s->data, DT_F32), 0);
+  assert_int_equal(be_tensor_alloc(g_be, t, DT_F32, s->ndim, shape), 0);
+  assert_int_equal(be_upload(g_be, t, s->data, DT_F32), 0);
 }
 
 static void check_against(const char *what, struct tensor *t, const struct st_tensor *ref) {
   assert_int_equal(tensor_numel(t), (int64_t)ref->numel);
   float *host = malloc(ref->numel * sizeof *host);
-  assert_int_equal(g_be->download_f32(g_be, t, host), 0);
+  assert_int_equal(be_download_f32(g_be, t, host), 0);
   assert_true(close_enough(what, host, ref->data, (int64_t)ref->numel, TOL));
   free(host);
 }
@@ -78,15 +78,15 @@ static void run_variant(const char *sub, const char *tag) {
   struct tensor lat, img, out, mean, logvar;
   to_device(io(g_io, "latents"), &lat);
   int64_t os[4] = {1, 3, 64, 96};
-  assert_int_equal(g_be->tensor_alloc(g_be, &out, DT_F32, 4, os), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &out, DT_F32, 4, os), 0);
   if (vae_decode(v, &out, &lat, &err) < 0) fail_msg("decode: %s", err);
   snprintf(key, sizeof key, "decode.%s", tag);
   check_against(key, &out, io(g_io, key));
 
   to_device(io(g_io, "image"), &img);
   int64_t ms[4] = {1, 4, 8, 12};
-  assert_int_equal(g_be->tensor_alloc(g_be, &mean, DT_F32, 4, ms), 0);
-  assert_int_equal(g_be->tensor_alloc(g_be, &logvar, DT_F32, 4, ms), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &mean, DT_F32, 4, ms), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &logvar, DT_F32, 4, ms), 0);
   if (vae_encode(v, &mean, &logvar, &img, &err) < 0) fail_msg("encode: %s", err);
   snprintf(key, sizeof key, "mean.%s", tag);
   check_against(key, &mean, io(g_io, key));
@@ -96,11 +96,11 @@ static void run_variant(const char *sub, const char *tag) {
   assert_true(vae_decode(v, &mean, &lat, &err) < 0 && err);
   free(err);
   err = NULL;
-  g_be->tensor_free(g_be, &lat);
-  g_be->tensor_free(g_be, &img);
-  g_be->tensor_free(g_be, &out);
-  g_be->tensor_free(g_be, &mean);
-  g_be->tensor_free(g_be, &logvar);
+  be_tensor_free(g_be, &lat);
+  be_tensor_free(g_be, &img);
+  be_tensor_free(g_be, &out);
+  be_tensor_free(g_be, &mean);
+  be_tensor_free(g_be, &logvar);
   vae_free(v);
 }
 
@@ -124,11 +124,11 @@ static void test_encode_odd_sizes(void **state) {
   struct tensor img, mean;
   to_device(io(g_io, "image2"), &img);
   int64_t ms[4] = {1, 4, 5, 5};
-  assert_int_equal(g_be->tensor_alloc(g_be, &mean, DT_F32, 4, ms), 0);
+  assert_int_equal(be_tensor_alloc(g_be, &mean, DT_F32, 4, ms), 0);
   if (vae_encode(v, &mean, NULL, &img, &err) < 0) fail_msg("encode: %s", err);
   check_against("mean2.new", &mean, io(g_io, "mean2.new"));
-  g_be->tensor_free(g_be, &img);
-  g_be->tensor_free(g_be, &mean);
+  be_tensor_free(g_be, &img);
+  be_tensor_free(g_be, &mean);
   vae_free(v);
 }
 
@@ -194,17 +194,17 @@ static void test_tiny_model_folders(void **state) {
     int s = vae_downscale(v), lc = vae_latent_channels(v);
     int64_t ls[4] = {1, lc, 4, 6}, os[4] = {1, 3, 4 * s, 6 * s};
     struct tensor lat, out;
-    assert_int_equal(g_be->tensor_alloc(g_be, &lat, DT_F32, 4, ls), 0);
-    assert_int_equal(g_be->tensor_alloc(g_be, &out, DT_F32, 4, os), 0);
+    assert_int_equal(be_tensor_alloc(g_be, &lat, DT_F32, 4, ls), 0);
+    assert_int_equal(be_tensor_alloc(g_be, &out, DT_F32, 4, os), 0);
     float *host = malloc((size_t)(24 * s * s * 3) * sizeof *host);
     for (int k = 0; k < 24 * lc; k++) host[k] = (float)sin(0.37 * k);
-    assert_int_equal(g_be->upload(g_be, &lat, host, DT_F32), 0);
+    assert_int_equal(be_upload(g_be, &lat, host, DT_F32), 0);
     if (vae_decode(v, &out, &lat, &err) < 0) fail_msg("%s decode: %s", subs[i], err);
-    assert_int_equal(g_be->download_f32(g_be, &out, host), 0);
+    assert_int_equal(be_download_f32(g_be, &out, host), 0);
     for (int k = 0; k < 24 * s * s * 3; k++) assert_true(isfinite(host[k]));
     free(host);
-    g_be->tensor_free(g_be, &lat);
-    g_be->tensor_free(g_be, &out);
+    be_tensor_free(g_be, &lat);
+    be_tensor_free(g_be, &out);
     vae_free(v);
   }
 }
@@ -227,7 +227,7 @@ static int teardown(void **state) {
   (void)state;
   st_close(g_io);
   st_close(g_rgb);
-  if (g_be) g_be->destroy(g_be);
+  if (g_be) be_destroy(g_be);
   return 0;
 }
 

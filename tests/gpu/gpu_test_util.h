@@ -118,12 +118,12 @@ static inline int upload_both(struct backend *cpu, struct backend *gpu, struct p
     else
       ((float *)bits)[i] = host[i];
   }
-  int rc = cpu->tensor_alloc(cpu, &p->c, dt, ndim, shape) ||
-           gpu->tensor_alloc(gpu, &p->g, dt, ndim, shape) || cpu->upload(cpu, &p->c, bits, dt) ||
-           gpu->upload(gpu, &p->g, bits, dt);
+  int rc = be_tensor_alloc(cpu, &p->c, dt, ndim, shape) ||
+           be_tensor_alloc(gpu, &p->g, dt, ndim, shape) || be_upload(cpu, &p->c, bits, dt) ||
+           be_upload(gpu, &p->g, bits, dt);
   free(bits);
   if (rc) {
-    printf("FAIL: upload: %s / %s\n", backend_last_error(cpu), backend_last_error(gpu));
+    printf("FAIL: upload: %s / %s\n", be_last_error(cpu), be_last_error(gpu));
     g_fail++;
   }
   return rc;
@@ -141,8 +141,8 @@ static inline int rand_both(struct backend *cpu, struct backend *gpu, struct pai
 }
 
 static inline void free_both(struct backend *cpu, struct backend *gpu, struct pair *p) {
-  cpu->tensor_free(cpu, &p->c);
-  gpu->tensor_free(gpu, &p->g);
+  be_tensor_free(cpu, &p->c);
+  be_tensor_free(gpu, &p->g);
 }
 
 /* guarded F32 output: views c/g into big allocations */
@@ -170,7 +170,7 @@ static inline int gout_new(struct backend *cpu, struct backend *gpu, struct gout
 /* same contents in the output (for ops that allow out == x) */
 static inline int gout_fill(struct backend *cpu, struct backend *gpu, struct gout *o,
                             const float *h) {
-  return cpu->upload(cpu, &o->c, h, DT_F32) || gpu->upload(gpu, &o->g, h, DT_F32);
+  return be_upload(cpu, &o->c, h, DT_F32) || be_upload(gpu, &o->g, h, DT_F32);
 }
 
 /* downloads both, checks guards, NaN/Inf and the normalised error (<= tol) */
@@ -179,8 +179,8 @@ static inline double gout_check(struct backend *cpu, struct backend *gpu, struct
   int64_t bn = o->n + 2 * GUARD;
   float *hc = malloc((size_t)bn * 4), *hg = malloc((size_t)bn * 4);
   double err = -1;
-  if (cpu->download_f32(cpu, &o->big.c, hc) || gpu->download_f32(gpu, &o->big.g, hg)) {
-    printf("FAIL %-60s download: %s\n", what, backend_last_error(gpu));
+  if (be_download_f32(cpu, &o->big.c, hc) || be_download_f32(gpu, &o->big.g, hg)) {
+    printf("FAIL %-60s download: %s\n", what, be_last_error(gpu));
     g_fail++;
     goto out;
   }

@@ -29,8 +29,8 @@ static char dir_unet[1024], dir_text[1024], dir_vae[1024];
 static void compare(const struct tensor *tc, const struct tensor *tg, const char *what) {
   int64_t n = tensor_numel(tc);
   float *hc = malloc((size_t)n * 4), *hg = malloc((size_t)n * 4);
-  if (C->download_f32(C, tc, hc) || G->download_f32(G, tg, hg)) {
-    printf("FAIL %s: download: %s\n", what, backend_last_error(G));
+  if (be_download_f32(C, tc, hc) || be_download_f32(G, tg, hg)) {
+    printf("FAIL %s: download: %s\n", what, be_last_error(G));
     g_fail++;
   } else {
     double mx = 0, md = 0;
@@ -76,7 +76,7 @@ static void test_unet(void) {
     struct pair s, ctx;
     struct tensor oc, og;
     if (rand_both(C, G, &s, DT_F32, 4, ss, 1.5f) || rand_both(C, G, &ctx, DT_F32, 3, cs, 1.0f) ||
-        C->tensor_alloc(C, &oc, DT_F32, 4, os) || G->tensor_alloc(G, &og, DT_F32, 4, os))
+        be_tensor_alloc(C, &oc, DT_F32, 4, os) || be_tensor_alloc(G, &og, DT_F32, 4, os))
       break;
     int rc1 = unet_forward(uc, &oc, &s.c, ts, &ctx.c, &err);
     if (rc1) {
@@ -96,8 +96,8 @@ static void test_unet(void) {
     snprintf(what, sizeof what, "unet tiny-sd2 B2 %lldx%lld", (long long)sizes[k][0],
              (long long)sizes[k][1]);
     if (!rc1 && !rc2) compare(&oc, &og, what);
-    C->tensor_free(C, &oc);
-    G->tensor_free(G, &og);
+    be_tensor_free(C, &oc);
+    be_tensor_free(G, &og);
     free_both(C, G, &s);
     free_both(C, G, &ctx);
   }
@@ -126,7 +126,7 @@ static void test_clip(void) {
   int64_t os[3] = {B, CLIP_TEXT_SEQ, clip_text_hidden_size(mc)};
   for (int skip = 0; skip < 2; skip++) {
     struct tensor oc, og;
-    if (C->tensor_alloc(C, &oc, DT_F32, 3, os) || G->tensor_alloc(G, &og, DT_F32, 3, os)) break;
+    if (be_tensor_alloc(C, &oc, DT_F32, 3, os) || be_tensor_alloc(G, &og, DT_F32, 3, os)) break;
     int rc1 = clip_text_forward(mc, &oc, ids, B, skip, &err);
     if (rc1) {
       printf("FAIL clip cpu: %s\n", err);
@@ -142,8 +142,8 @@ static void test_clip(void) {
       g_fail++;
     }
     if (!rc1 && !rc2) compare(&oc, &og, skip ? "clip_text clip_skip 1" : "clip_text last hidden");
-    C->tensor_free(C, &oc);
-    G->tensor_free(G, &og);
+    be_tensor_free(C, &oc);
+    be_tensor_free(G, &og);
   }
   clip_text_free(mc);
   clip_text_free(mg);
@@ -166,8 +166,8 @@ static void test_vae(void) {
   int64_t ls[4] = {1, lc, 8, 6}, os[4] = {1, 3, 8 * s, 6 * s};
   struct pair lat, img;
   struct tensor oc, og;
-  if (!rand_both(C, G, &lat, DT_F32, 4, ls, 1.0f) && !C->tensor_alloc(C, &oc, DT_F32, 4, os) &&
-      !G->tensor_alloc(G, &og, DT_F32, 4, os)) {
+  if (!rand_both(C, G, &lat, DT_F32, 4, ls, 1.0f) && !be_tensor_alloc(C, &oc, DT_F32, 4, os) &&
+      !be_tensor_alloc(G, &og, DT_F32, 4, os)) {
     int rc1 = vae_decode(vc, &oc, &lat.c, &err);
     if (rc1) {
       printf("FAIL vae_decode cpu: %s\n", err);
@@ -183,13 +183,13 @@ static void test_vae(void) {
       g_fail++;
     }
     if (!rc1 && !rc2) compare(&oc, &og, "vae decode 8x6 latent");
-    C->tensor_free(C, &oc);
-    G->tensor_free(G, &og);
+    be_tensor_free(C, &oc);
+    be_tensor_free(G, &og);
     free_both(C, G, &lat);
   }
   if (vae_has_encoder(vc) && !rand_both(C, G, &img, DT_F32, 4, os, 1.0f)) {
     struct tensor mc, mg;
-    if (!C->tensor_alloc(C, &mc, DT_F32, 4, ls) && !G->tensor_alloc(G, &mg, DT_F32, 4, ls)) {
+    if (!be_tensor_alloc(C, &mc, DT_F32, 4, ls) && !be_tensor_alloc(G, &mg, DT_F32, 4, ls)) {
       int rc1 = vae_encode(vc, &mc, NULL, &img.c, &err);
       if (rc1) {
         printf("FAIL vae_encode cpu: %s\n", err);
@@ -205,8 +205,8 @@ static void test_vae(void) {
         g_fail++;
       }
       if (!rc1 && !rc2) compare(&mc, &mg, "vae encode mean");
-      C->tensor_free(C, &mc);
-      G->tensor_free(G, &mg);
+      be_tensor_free(C, &mc);
+      be_tensor_free(G, &mg);
     }
     free_both(C, G, &img);
   }
@@ -244,7 +244,7 @@ int main(void) {
 #else
   printf("note: server/diffusion/vae.h absent, VAE not compared\n");
 #endif
-  G->destroy(G);
-  C->destroy(C);
+  be_destroy(G);
+  be_destroy(C);
   return gpu_test_exit();
 }

@@ -33,8 +33,8 @@ static const enum dtype PDT[DTS] = {DT_F32, DT_F16, DT_BF16};
 
 static void report_rc(const char *what, int rc_c, int rc_g) {
   if (rc_c || rc_g) {
-    printf("FAIL %-60s rc cpu %d (%s) gpu %d (%s)\n", what, rc_c, rc_c ? backend_last_error(C) : "",
-           rc_g, rc_g ? backend_last_error(G) : "");
+    printf("FAIL %-60s rc cpu %d (%s) gpu %d (%s)\n", what, rc_c, rc_c ? be_last_error(C) : "",
+           rc_g, rc_g ? be_last_error(G) : "");
     g_fail++;
   }
 }
@@ -60,8 +60,8 @@ static void test_conv(void) {
       int64_t os[4] = {cs[k].x[0], cs[k].w[0], Ho, Wo};
       struct gout o;
       if (gout_new(C, G, &o, 4, os)) return;
-      int rc1 = C->conv2d(C, &o.c, &x.c, &w.c, cs[k].bias ? &b.c : NULL, cs[k].stride, cs[k].pad);
-      int rc2 = G->conv2d(G, &o.g, &x.g, &w.g, cs[k].bias ? &b.g : NULL, cs[k].stride, cs[k].pad);
+      int rc1 = be_conv2d(C, &o.c, &x.c, &w.c, cs[k].bias ? &b.c : NULL, cs[k].stride, cs[k].pad);
+      int rc2 = be_conv2d(G, &o.g, &x.g, &w.g, cs[k].bias ? &b.g : NULL, cs[k].stride, cs[k].pad);
       char what[96];
       snprintf(what, sizeof what, "conv2d case %zu w %s", k, dtype_name(PDT[d]));
       report_rc(what, rc1, rc2);
@@ -82,8 +82,8 @@ static void test_linear(void) {
       if (rand_both(C, G, &x, DT_F32, 3, xs, 1.0f) || rand_both(C, G, &w, PDT[d], 2, ws, 0.3f) ||
           rand_both(C, G, &b, PDT[d], 1, bs, 0.5f) || gout_new(C, G, &o, 3, os))
         return;
-      int rc1 = C->linear(C, &o.c, &x.c, &w.c, bias ? &b.c : NULL);
-      int rc2 = G->linear(G, &o.g, &x.g, &w.g, bias ? &b.g : NULL);
+      int rc1 = be_linear(C, &o.c, &x.c, &w.c, bias ? &b.c : NULL);
+      int rc2 = be_linear(G, &o.g, &x.g, &w.g, bias ? &b.g : NULL);
       char what[96];
       snprintf(what, sizeof what, "linear w %s bias %d", dtype_name(PDT[d]), bias);
       report_rc(what, rc1, rc2);
@@ -114,8 +114,8 @@ static void test_matmul(void) {
         if (rand_both(C, G, &a, DT_F32, nd, as, 1.0f) ||
             rand_both(C, G, &b, DT_F32, nd, bs, 1.0f) || gout_new(C, G, &o, nd, os))
           return;
-        int rc1 = C->matmul(C, &o.c, &a.c, ta, &b.c, tb, 0.5f);
-        int rc2 = G->matmul(G, &o.g, &a.g, ta, &b.g, tb, 0.5f);
+        int rc1 = be_matmul(C, &o.c, &a.c, ta, &b.c, tb, 0.5f);
+        int rc2 = be_matmul(G, &o.g, &a.g, ta, &b.g, tb, 0.5f);
         char what[96];
         snprintf(what, sizeof what, "matmul %dd ta %d tb %d", nd, ta, tb);
         report_rc(what, rc1, rc2);
@@ -146,14 +146,14 @@ static void test_norms(void) {
           if (inplace) { /* out == x: copy x into the guarded output first */
             int64_t n = numel_of(4, xs);
             float *h = malloc((size_t)n * 4);
-            C->download_f32(C, &x.c, h);
+            be_download_f32(C, &x.c, h);
             gout_fill(C, G, &o, h);
             free(h);
-            rc1 = C->group_norm(C, &o.c, &o.c, &ga.c, &be.c, ggroups[k], 1e-5f, silu);
-            rc2 = G->group_norm(G, &o.g, &o.g, &ga.g, &be.g, ggroups[k], 1e-5f, silu);
+            rc1 = be_group_norm(C, &o.c, &o.c, &ga.c, &be.c, ggroups[k], 1e-5f, silu);
+            rc2 = be_group_norm(G, &o.g, &o.g, &ga.g, &be.g, ggroups[k], 1e-5f, silu);
           } else {
-            rc1 = C->group_norm(C, &o.c, &x.c, &ga.c, &be.c, ggroups[k], 1e-5f, silu);
-            rc2 = G->group_norm(G, &o.g, &x.g, &ga.g, &be.g, ggroups[k], 1e-5f, silu);
+            rc1 = be_group_norm(C, &o.c, &x.c, &ga.c, &be.c, ggroups[k], 1e-5f, silu);
+            rc2 = be_group_norm(G, &o.g, &x.g, &ga.g, &be.g, ggroups[k], 1e-5f, silu);
           }
           char what[96];
           snprintf(what, sizeof what, "group_norm [%lld,%lld,%lld,%lld]/%d %s silu %d inplace %d",
@@ -173,14 +173,14 @@ static void test_norms(void) {
     if (rand_both(C, G, &x, DT_F32, 3, xs, 3.0f) || rand_both(C, G, &ga, PDT[d], 1, gs, 1.0f) ||
         rand_both(C, G, &be, PDT[d], 1, gs, 1.0f) || gout_new(C, G, &o, 3, xs))
       return;
-    int rc1 = C->layer_norm(C, &o.c, &x.c, &ga.c, &be.c, 1e-5f);
-    int rc2 = G->layer_norm(G, &o.g, &x.g, &ga.g, &be.g, 1e-5f);
+    int rc1 = be_layer_norm(C, &o.c, &x.c, &ga.c, &be.c, 1e-5f);
+    int rc2 = be_layer_norm(G, &o.g, &x.g, &ga.g, &be.g, 1e-5f);
     char what[96];
     snprintf(what, sizeof what, "layer_norm %s", dtype_name(PDT[d]));
     report_rc(what, rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, what, 2e-6);
-    rc1 = C->layer_norm(C, &o.c, &x.c, NULL, NULL, 1e-6f);
-    rc2 = G->layer_norm(G, &o.g, &x.g, NULL, NULL, 1e-6f);
+    rc1 = be_layer_norm(C, &o.c, &x.c, NULL, NULL, 1e-6f);
+    rc2 = be_layer_norm(G, &o.g, &x.g, NULL, NULL, 1e-6f);
     snprintf(what, sizeof what, "layer_norm %s no affine", dtype_name(PDT[d]));
     report_rc(what, rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, what, 2e-6);
@@ -195,7 +195,7 @@ static void test_norms(void) {
     struct gout o;
     if (rand_both(C, G, &x, DT_F32, 2, shapes[k], 20.0f) || gout_new(C, G, &o, 2, shapes[k]))
       return;
-    int rc1 = C->softmax(C, &o.c, &x.c), rc2 = G->softmax(G, &o.g, &x.g);
+    int rc1 = be_softmax(C, &o.c, &x.c), rc2 = be_softmax(G, &o.g, &x.g);
     char what[96];
     snprintf(what, sizeof what, "softmax [%lld, %lld]", (long long)shapes[k][0],
              (long long)shapes[k][1]);
@@ -222,8 +222,8 @@ static void test_attention(void) {
         rand_both(C, G, &v, DT_F32, 3, ks, 1.0f) || gout_new(C, G, &o, 3, qs))
       return;
     float scale = 1.0f / sqrtf((float)as[k].D);
-    int rc1 = C->attention(C, &o.c, &q.c, &kk.c, &v.c, (int)as[k].H, scale, as[k].causal);
-    int rc2 = G->attention(G, &o.g, &q.g, &kk.g, &v.g, (int)as[k].H, scale, as[k].causal);
+    int rc1 = be_attention(C, &o.c, &q.c, &kk.c, &v.c, (int)as[k].H, scale, as[k].causal);
+    int rc2 = be_attention(G, &o.g, &q.g, &kk.g, &v.g, (int)as[k].H, scale, as[k].causal);
     char what[96];
     snprintf(what, sizeof what, "attention B%lld Lq%lld Lk%lld H%lld D%lld causal %d",
              (long long)as[k].B, (long long)as[k].Lq, (long long)as[k].Lk, (long long)as[k].H,
@@ -244,8 +244,8 @@ static void test_elementwise(void) {
     struct pair x;
     struct gout o;
     if (rand_both(C, G, &x, DT_F32, 1, (S1(1001, s), s), 8.0f) || gout_new(C, G, &o, 1, s)) return;
-    int rc1 = C->unary(C, &o.c, &x.c, (enum unary_op)op);
-    int rc2 = G->unary(G, &o.g, &x.g, (enum unary_op)op);
+    int rc1 = be_unary(C, &o.c, &x.c, (enum unary_op)op);
+    int rc2 = be_unary(G, &o.g, &x.g, (enum unary_op)op);
     char what[96];
     snprintf(what, sizeof what, "unary %s", names[op]);
     report_rc(what, rc1, rc2);
@@ -258,7 +258,7 @@ static void test_elementwise(void) {
     struct pair x;
     struct gout o;
     if (rand_both(C, G, &x, DT_F32, 3, xs, 4.0f) || gout_new(C, G, &o, 3, os)) return;
-    int rc1 = C->geglu(C, &o.c, &x.c), rc2 = G->geglu(G, &o.g, &x.g);
+    int rc1 = be_geglu(C, &o.c, &x.c), rc2 = be_geglu(G, &o.g, &x.g);
     report_rc("geglu", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "geglu [3,5,38]", 2e-6);
     gout_free(C, G, &o);
@@ -271,21 +271,21 @@ static void test_elementwise(void) {
     if (rand_both(C, G, &a, DT_F32, 4, xs, 1.0f) || rand_both(C, G, &b, DT_F32, 4, xs, 1.0f) ||
         rand_both(C, G, &cb, DT_F32, 2, bs, 1.0f) || gout_new(C, G, &o, 4, xs))
       return;
-    int rc1 = C->add(C, &o.c, &a.c, &b.c), rc2 = G->add(G, &o.g, &a.g, &b.g);
+    int rc1 = be_add(C, &o.c, &a.c, &b.c), rc2 = be_add(G, &o.g, &a.g, &b.g);
     report_rc("add", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "add", 1e-7);
-    rc1 = C->mul(C, &o.c, &a.c, &b.c), rc2 = G->mul(G, &o.g, &a.g, &b.g);
+    rc1 = be_mul(C, &o.c, &a.c, &b.c), rc2 = be_mul(G, &o.g, &a.g, &b.g);
     report_rc("mul", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "mul", 1e-7);
-    rc1 = C->axpby(C, &o.c, 0.75f, &a.c, -1.25f, &b.c);
-    rc2 = G->axpby(G, &o.g, 0.75f, &a.g, -1.25f, &b.g);
+    rc1 = be_axpby(C, &o.c, 0.75f, &a.c, -1.25f, &b.c);
+    rc2 = be_axpby(G, &o.g, 0.75f, &a.g, -1.25f, &b.g);
     report_rc("axpby", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "axpby", 1e-7);
-    rc1 = C->axpby(C, &o.c, 0.75f, &a.c, 0.0f, NULL);
-    rc2 = G->axpby(G, &o.g, 0.75f, &a.g, 0.0f, NULL);
+    rc1 = be_axpby(C, &o.c, 0.75f, &a.c, 0.0f, NULL);
+    rc2 = be_axpby(G, &o.g, 0.75f, &a.g, 0.0f, NULL);
     report_rc("axpby y NULL", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "axpby y NULL", 1e-7);
-    rc1 = C->add_channel(C, &o.c, &a.c, &cb.c), rc2 = G->add_channel(G, &o.g, &a.g, &cb.g);
+    rc1 = be_add_channel(C, &o.c, &a.c, &cb.c), rc2 = be_add_channel(G, &o.g, &a.g, &cb.g);
     report_rc("add_channel", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "add_channel", 1e-7);
     gout_free(C, G, &o);
@@ -303,8 +303,8 @@ static void test_layout(void) {
     if (rand_both(C, G, &a, DT_F32, 4, as, 1.0f) || rand_both(C, G, &b, DT_F32, 4, bs, 1.0f) ||
         gout_new(C, G, &o, 4, os))
       return;
-    int rc1 = C->concat_channels(C, &o.c, &a.c, &b.c),
-        rc2 = G->concat_channels(G, &o.g, &a.g, &b.g);
+    int rc1 = be_concat_channels(C, &o.c, &a.c, &b.c),
+        rc2 = be_concat_channels(G, &o.g, &a.g, &b.g);
     report_rc("concat_channels", rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, "concat_channels", 0.0);
     gout_free(C, G, &o);
@@ -317,7 +317,7 @@ static void test_layout(void) {
     struct pair x;
     struct gout o;
     if (rand_both(C, G, &x, DT_F32, 4, xs, 1.0f) || gout_new(C, G, &o, 4, os)) return;
-    int rc1 = C->upsample_nearest(C, &o.c, &x.c), rc2 = G->upsample_nearest(G, &o.g, &x.g);
+    int rc1 = be_upsample_nearest(C, &o.c, &x.c), rc2 = be_upsample_nearest(G, &o.g, &x.g);
     char what[96];
     snprintf(what, sizeof what, "upsample_nearest 5x7 -> %lldx%lld", (long long)ups[k][0],
              (long long)ups[k][1]);
@@ -333,7 +333,7 @@ static void test_layout(void) {
     struct pair x;
     struct gout o;
     if (rand_both(C, G, &x, DT_F32, 4, xs, 1.0f) || gout_new(C, G, &o, 4, os)) return;
-    int rc1 = C->permute(C, &o.c, &x.c, perms[k]), rc2 = G->permute(G, &o.g, &x.g, perms[k]);
+    int rc1 = be_permute(C, &o.c, &x.c, perms[k]), rc2 = be_permute(G, &o.g, &x.g, perms[k]);
     char what[96];
     snprintf(what, sizeof what, "permute {%d,%d,%d,%d}", perms[k][0], perms[k][1], perms[k][2],
              perms[k][3]);
@@ -348,7 +348,7 @@ static void test_layout(void) {
     struct pair x;
     struct gout o;
     if (rand_both(C, G, &x, DT_F32, 3, xs, 1.0f) || gout_new(C, G, &o, 3, os)) return;
-    int rc1 = C->slice(C, &o.c, &x.c, dim, 2), rc2 = G->slice(G, &o.g, &x.g, dim, 2);
+    int rc1 = be_slice(C, &o.c, &x.c, dim, 2), rc2 = be_slice(G, &o.g, &x.g, dim, 2);
     char what[96];
     snprintf(what, sizeof what, "slice dim %d", dim);
     report_rc(what, rc1, rc2);
@@ -365,8 +365,8 @@ static void test_embeddings(void) {
     int64_t os[2] = {3, dims[k]};
     struct gout o;
     if (gout_new(C, G, &o, 2, os)) return;
-    int rc1 = C->timestep_embedding(C, &o.c, t, dims[k], k == 0, k == 0 ? 1.0f : 0.0f, 10000.0f);
-    int rc2 = G->timestep_embedding(G, &o.g, t, dims[k], k == 0, k == 0 ? 1.0f : 0.0f, 10000.0f);
+    int rc1 = be_timestep_embedding(C, &o.c, t, dims[k], k == 0, k == 0 ? 1.0f : 0.0f, 10000.0f);
+    int rc2 = be_timestep_embedding(G, &o.g, t, dims[k], k == 0, k == 0 ? 1.0f : 0.0f, 10000.0f);
     char what[96];
     snprintf(what, sizeof what, "timestep_embedding dim %d", dims[k]);
     report_rc(what, rc1, rc2);
@@ -380,14 +380,14 @@ static void test_embeddings(void) {
     struct pair tb;
     struct gout o;
     if (rand_both(C, G, &tb, PDT[d], 2, ts, 1.0f) || gout_new(C, G, &o, 3, os)) return;
-    int rc1 = C->embedding(C, &o.c, ids, &tb.c), rc2 = G->embedding(G, &o.g, ids, &tb.g);
+    int rc1 = be_embedding(C, &o.c, ids, &tb.c), rc2 = be_embedding(G, &o.g, ids, &tb.g);
     char what[96];
     snprintf(what, sizeof what, "embedding table %s", dtype_name(PDT[d]));
     report_rc(what, rc1, rc2);
     if (!rc1 && !rc2) gout_check(C, G, &o, what, 0.0);
     ids[3] = 50; /* out of range: both refuse */
-    rc1 = C->embedding(C, &o.c, ids, &tb.c);
-    rc2 = G->embedding(G, &o.g, ids, &tb.g);
+    rc1 = be_embedding(C, &o.c, ids, &tb.c);
+    rc2 = be_embedding(G, &o.g, ids, &tb.g);
     if (rc1 != rc2 || rc1 == 0) {
       printf("FAIL embedding bad id: rc cpu %d gpu %d\n", rc1, rc2);
       g_fail++;
@@ -412,9 +412,9 @@ static void test_memory(void) {
       if (upload_both(C, G, &a, PDT[sd], 1, s, h) || rand_both(C, G, &b, PDT[dd], 1, s, 1.0f) ||
           gout_new(C, G, &o, 1, s))
         return;
-      int rc1 = C->copy(C, &b.c, &a.c), rc2 = G->copy(G, &b.g, &a.g);
-      if (!rc1) rc1 = C->copy(C, &o.c, &b.c);
-      if (!rc2) rc2 = G->copy(G, &o.g, &b.g);
+      int rc1 = be_copy(C, &b.c, &a.c), rc2 = be_copy(G, &b.g, &a.g);
+      if (!rc1) rc1 = be_copy(C, &o.c, &b.c);
+      if (!rc2) rc2 = be_copy(G, &o.g, &b.g);
       char what[96];
       snprintf(what, sizeof what, "copy %s -> %s -> F32", dtype_name(PDT[sd]), dtype_name(PDT[dd]));
       report_rc(what, rc1, rc2);
@@ -428,12 +428,12 @@ static void test_memory(void) {
   for (int i = 0; i < 2000; i++) {
     struct tensor t;
     int64_t n = 1 + (int64_t)(rnd_u64() % 100000);
-    if (G->tensor_alloc(G, &t, DT_F32, 1, &n)) {
-      printf("FAIL tensor_alloc: %s\n", backend_last_error(G));
+    if (be_tensor_alloc(G, &t, DT_F32, 1, &n)) {
+      printf("FAIL tensor_alloc: %s\n", be_last_error(G));
       g_fail++;
       break;
     }
-    G->tensor_free(G, &t);
+    be_tensor_free(G, &t);
   }
 }
 
@@ -450,7 +450,7 @@ int main(void) {
   }
   const char *m = getenv("SOUPD_CUDA_MATH");
   if (m && (strcmp(m, "tf32") == 0 || strcmp(m, "f16") == 0)) TOL_GEMM = 5e-3;
-  printf("cpu vs %s\n", G->name);
+  printf("cpu vs %s\n", be_name(G));
   test_memory();
   test_conv();
   test_linear();
@@ -473,7 +473,7 @@ int main(void) {
     G = F;
     test_attention();
     G = G0;
-    F->destroy(F);
+    be_destroy(F);
   }
   /* the im2col + GEMM conv fallback, one output row per tile */
   setenv("SOUPD_CUDA_CONV", "im2col-rows", 1);
@@ -488,13 +488,13 @@ int main(void) {
     G = F;
     test_conv();
     G = G0;
-    F->destroy(F);
+    be_destroy(F);
   }
-  if (G->synchronize(G)) {
-    printf("FAIL synchronize: %s\n", backend_last_error(G));
+  if (be_synchronize(G)) {
+    printf("FAIL synchronize: %s\n", be_last_error(G));
     g_fail++;
   }
-  G->destroy(G);
-  C->destroy(C);
+  be_destroy(G);
+  be_destroy(C);
   return gpu_test_exit();
 }

@@ -26,8 +26,8 @@ static void conv_case(struct backend *be, int64_t N, int64_t Ci, int64_t H, int6
   int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
   int64_t os[4] = {N, Co, Ho, Wo};
   struct tensor out = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
-  int rc = be->conv2d(be, &out, &x, &w, bias ? &b : NULL, stride, pad);
-  if (rc) fprintf(stderr, "conv2d: %s\n", be->last_error(be));
+  int rc = be_conv2d(be, &out, &x, &w, bias ? &b : NULL, stride, pad);
+  if (rc) fprintf(stderr, "conv2d: %s\n", be_last_error(be));
   assert_int_equal(rc, 0);
   int64_t no = tensor_numel(&out);
   double *ref = malloc((size_t)no * sizeof(double));
@@ -54,8 +54,8 @@ static void conv_case(struct backend *be, int64_t N, int64_t Ci, int64_t H, int6
   double atol = 2e-6 * sqrt((double)(Ci * kh * kw));
   assert_true(tk_compare(what, got, ref, no, atol, 1e-5));
   free(ref), free(got), free(xh), free(wh), free(bh);
-  be->tensor_free(be, &x), be->tensor_free(be, &w), be->tensor_free(be, &out);
-  if (bias) be->tensor_free(be, &b);
+  be_tensor_free(be, &x), be_tensor_free(be, &w), be_tensor_free(be, &out);
+  if (bias) be_tensor_free(be, &b);
 }
 
 static void test_conv2d(void **state) {
@@ -75,7 +75,7 @@ static void test_conv2d(void **state) {
   conv_case(be, 3, 40, 17, 15, 24, 3, 3, 1, 1, DT_F16, 1); /* tiles across images */
   conv_case(be, 2, 24, 64, 40, 9, 1, 1, 1, 0, DT_F32, 1);  /* 1x1, column split */
   conv_case(be, 1, 1, 1, 1, 1, 3, 3, 1, 1, DT_F32, 1);     /* 1x1 image */
-  be->destroy(be);
+  be_destroy(be);
 }
 
 static void test_conv2d_errors(void **state) {
@@ -87,22 +87,22 @@ static void test_conv2d_errors(void **state) {
   struct tensor o = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
   struct tensor bo = tk_tensor(be, DT_F32, 4, bad_os, NULL, NULL);
   struct tensor b = tk_rand(be, DT_F32, 1, bs, 1, NULL);
-  assert_int_equal(be->conv2d(be, &bo, &x, &w, NULL, 1, 1), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "conv2d"));
-  assert_int_equal(be->conv2d(be, &o, &x, &bw, NULL, 1, 1), -EINVAL);
-  assert_int_equal(be->conv2d(be, &o, &x, &w, &b, 1, 1), -EINVAL);
-  assert_int_equal(be->conv2d(be, &o, &x, &w, NULL, 0, 1), -EINVAL);
-  assert_int_equal(be->conv2d(be, &o, &x, &w, NULL, 1, -1), -EINVAL);
-  assert_int_equal(be->conv2d(be, &x, &x, &w, NULL, 1, 1), -EINVAL);
+  assert_int_equal(be_conv2d(be, &bo, &x, &w, NULL, 1, 1), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "conv2d"));
+  assert_int_equal(be_conv2d(be, &o, &x, &bw, NULL, 1, 1), -EINVAL);
+  assert_int_equal(be_conv2d(be, &o, &x, &w, &b, 1, 1), -EINVAL);
+  assert_int_equal(be_conv2d(be, &o, &x, &w, NULL, 0, 1), -EINVAL);
+  assert_int_equal(be_conv2d(be, &o, &x, &w, NULL, 1, -1), -EINVAL);
+  assert_int_equal(be_conv2d(be, &x, &x, &w, NULL, 1, 1), -EINVAL);
   struct tensor xi;
-  assert_int_equal(be->tensor_alloc(be, &xi, DT_I32, 4, xs), 0);
-  assert_int_equal(be->conv2d(be, &o, &xi, &w, NULL, 1, 1), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "F32"));
-  assert_int_equal(be->conv2d(be, &o, &x, &w, NULL, 1, 1), 0);
-  be->tensor_free(be, &xi);
-  be->tensor_free(be, &x), be->tensor_free(be, &w), be->tensor_free(be, &bw);
-  be->tensor_free(be, &o), be->tensor_free(be, &bo), be->tensor_free(be, &b);
-  be->destroy(be);
+  assert_int_equal(be_tensor_alloc(be, &xi, DT_I32, 4, xs), 0);
+  assert_int_equal(be_conv2d(be, &o, &xi, &w, NULL, 1, 1), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "F32"));
+  assert_int_equal(be_conv2d(be, &o, &x, &w, NULL, 1, 1), 0);
+  be_tensor_free(be, &xi);
+  be_tensor_free(be, &x), be_tensor_free(be, &w), be_tensor_free(be, &bw);
+  be_tensor_free(be, &o), be_tensor_free(be, &bo), be_tensor_free(be, &b);
+  be_destroy(be);
 }
 
 /* ---- linear ---- */
@@ -120,7 +120,7 @@ static void linear_case(struct backend *be, int ndim, const int64_t *xs, int64_t
   struct tensor b;
   if (bias) b = tk_rand(be, wdt, 1, bs, 1.0f, &bh);
   struct tensor out = tk_tensor(be, DT_F32, ndim, os, NULL, NULL);
-  assert_int_equal(be->linear(be, &out, &x, &w, bias ? &b : NULL), 0);
+  assert_int_equal(be_linear(be, &out, &x, &w, bias ? &b : NULL), 0);
   double *ref = malloc((size_t)(M * O) * sizeof(double));
   for (int64_t m = 0; m < M; m++)
     for (int64_t o = 0; o < O; o++) {
@@ -134,8 +134,8 @@ static void linear_case(struct backend *be, int ndim, const int64_t *xs, int64_t
            (long long)O, dtype_name(wdt));
   assert_true(tk_compare(what, got, ref, M * O, 2e-6 * sqrt((double)I), 1e-5));
   free(ref), free(got), free(xh), free(wh), free(bh);
-  be->tensor_free(be, &x), be->tensor_free(be, &w), be->tensor_free(be, &out);
-  if (bias) be->tensor_free(be, &b);
+  be_tensor_free(be, &x), be_tensor_free(be, &w), be_tensor_free(be, &out);
+  if (bias) be_tensor_free(be, &b);
 }
 
 static void test_linear(void **state) {
@@ -157,10 +157,10 @@ static void test_linear(void **state) {
   int64_t xs[2] = {4, 6}, ws[2] = {5, 7}, os[2] = {4, 5};
   struct tensor x = tk_rand(be, DT_F32, 2, xs, 1, NULL), w = tk_rand(be, DT_F32, 2, ws, 1, NULL);
   struct tensor o = tk_tensor(be, DT_F32, 2, os, NULL, NULL);
-  assert_int_equal(be->linear(be, &o, &x, &w, NULL), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "linear"));
-  be->tensor_free(be, &x), be->tensor_free(be, &w), be->tensor_free(be, &o);
-  be->destroy(be);
+  assert_int_equal(be_linear(be, &o, &x, &w, NULL), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "linear"));
+  be_tensor_free(be, &x), be_tensor_free(be, &w), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 /* ---- matmul ---- */
@@ -177,7 +177,7 @@ static void matmul_case(struct backend *be, int64_t B, int64_t M, int64_t N, int
   struct tensor a = tk_rand(be, DT_F32, ndim, as, 1, &ah),
                 b = tk_rand(be, DT_F32, ndim, bs, 1, &bh);
   struct tensor o = tk_tensor(be, DT_F32, ndim, os, NULL, NULL);
-  assert_int_equal(be->matmul(be, &o, &a, ta, &b, tb, alpha), 0);
+  assert_int_equal(be_matmul(be, &o, &a, ta, &b, tb, alpha), 0);
   double *ref = malloc((size_t)(B * M * N) * sizeof(double));
   for (int64_t z = 0; z < B; z++)
     for (int64_t m = 0; m < M; m++)
@@ -196,7 +196,7 @@ static void matmul_case(struct backend *be, int64_t B, int64_t M, int64_t N, int
            (long long)M, (long long)N, (long long)K, ta, tb);
   assert_true(tk_compare(what, got, ref, B * M * N, 2e-6 * sqrt((double)K), 1e-5));
   free(ref), free(got), free(ah), free(bh);
-  be->tensor_free(be, &a), be->tensor_free(be, &b), be->tensor_free(be, &o);
+  be_tensor_free(be, &a), be_tensor_free(be, &b), be_tensor_free(be, &o);
 }
 
 static void test_matmul(void **state) {
@@ -211,10 +211,10 @@ static void test_matmul(void **state) {
   int64_t as[3] = {2, 3, 4}, bs[3] = {2, 5, 6}, os[3] = {2, 3, 6};
   struct tensor a = tk_rand(be, DT_F32, 3, as, 1, NULL), b = tk_rand(be, DT_F32, 3, bs, 1, NULL);
   struct tensor o = tk_tensor(be, DT_F32, 3, os, NULL, NULL);
-  assert_int_equal(be->matmul(be, &o, &a, 0, &b, 0, 1.0f), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "matmul"));
-  be->tensor_free(be, &a), be->tensor_free(be, &b), be->tensor_free(be, &o);
-  be->destroy(be);
+  assert_int_equal(be_matmul(be, &o, &a, 0, &b, 0, 1.0f), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "matmul"));
+  be_tensor_free(be, &a), be_tensor_free(be, &b), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 /* ---- attention ---- */
@@ -228,8 +228,8 @@ static void attention_case(struct backend *be, int64_t B, int64_t Lq, int64_t Lk
   struct tensor v = tk_rand(be, DT_F32, 3, ks, 1.0f, &vh);
   struct tensor o = tk_tensor(be, DT_F32, 3, qs, NULL, NULL);
   float scale = 1.0f / sqrtf((float)D);
-  int rc = be->attention(be, &o, &q, &k, &v, H, scale, causal);
-  if (rc) fprintf(stderr, "attention: %s\n", be->last_error(be));
+  int rc = be_attention(be, &o, &q, &k, &v, H, scale, causal);
+  if (rc) fprintf(stderr, "attention: %s\n", be_last_error(be));
   assert_int_equal(rc, 0);
   double *ref = malloc((size_t)(B * Lq * HD) * sizeof(double));
   double *p = malloc((size_t)Lk * sizeof(double));
@@ -259,8 +259,8 @@ static void attention_case(struct backend *be, int64_t B, int64_t Lq, int64_t Lk
            (long long)B, (long long)Lq, (long long)Lk, H, (long long)D, causal, (double)amp);
   assert_true(tk_compare(what, got, ref, B * Lq * HD, 2e-6 * (1 + amp * amp), 1e-5));
   free(ref), free(p), free(got), free(qh), free(kh), free(vh);
-  be->tensor_free(be, &q), be->tensor_free(be, &k), be->tensor_free(be, &v);
-  be->tensor_free(be, &o);
+  be_tensor_free(be, &q), be_tensor_free(be, &k), be_tensor_free(be, &v);
+  be_tensor_free(be, &o);
 }
 
 static void test_attention(void **state) {
@@ -288,11 +288,11 @@ static void test_attention(void **state) {
   int64_t qs[3] = {1, 4, 6}, ks[3] = {1, 5, 6};
   struct tensor q = tk_rand(be, DT_F32, 3, qs, 1, NULL), k = tk_rand(be, DT_F32, 3, ks, 1, NULL);
   struct tensor o = tk_tensor(be, DT_F32, 3, qs, NULL, NULL);
-  assert_int_equal(be->attention(be, &o, &q, &k, &k, 4, 1.0f, 0), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "heads"));
-  assert_int_equal(be->attention(be, &o, &q, &k, &q, 2, 1.0f, 0), -EINVAL);
-  be->tensor_free(be, &q), be->tensor_free(be, &k), be->tensor_free(be, &o);
-  be->destroy(be);
+  assert_int_equal(be_attention(be, &o, &q, &k, &k, 4, 1.0f, 0), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "heads"));
+  assert_int_equal(be_attention(be, &o, &q, &k, &q, 2, 1.0f, 0), -EINVAL);
+  be_tensor_free(be, &q), be_tensor_free(be, &k), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 int main(void) {

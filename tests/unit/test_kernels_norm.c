@@ -25,8 +25,8 @@ static void gn_case(struct backend *be, int ndim, const int64_t *xs, int groups,
     b = tk_rand(be, pdt, 1, cs, 1.0f, &bh);
   }
   struct tensor o = inplace ? x : tk_tensor(be, DT_F32, ndim, xs, NULL, NULL);
-  int rc = be->group_norm(be, &o, &x, affine ? &g : NULL, affine ? &b : NULL, groups, eps, silu);
-  if (rc) fprintf(stderr, "group_norm: %s\n", be->last_error(be));
+  int rc = be_group_norm(be, &o, &x, affine ? &g : NULL, affine ? &b : NULL, groups, eps, silu);
+  if (rc) fprintf(stderr, "group_norm: %s\n", be_last_error(be));
   assert_int_equal(rc, 0);
   double *ref = malloc((size_t)n * sizeof(double));
   int64_t cpg = C / groups;
@@ -52,9 +52,9 @@ static void gn_case(struct backend *be, int ndim, const int64_t *xs, int groups,
            (long long)S, groups, silu, (double)offset, dtype_name(pdt));
   assert_true(tk_compare(what, got, ref, n, 1e-5, 1e-5));
   free(ref), free(got), free(xv), free(xh), free(gh), free(bh);
-  be->tensor_free(be, &x);
-  if (!inplace) be->tensor_free(be, &o);
-  if (affine) be->tensor_free(be, &g), be->tensor_free(be, &b);
+  be_tensor_free(be, &x);
+  if (!inplace) be_tensor_free(be, &o);
+  if (affine) be_tensor_free(be, &g), be_tensor_free(be, &b);
 }
 
 static void test_group_norm(void **state) {
@@ -70,10 +70,10 @@ static void test_group_norm(void **state) {
   gn_case(be, 2, d, 5, 1e-5f, 0, DT_F32, 0, 1, 0, 0);        /* no affine, [N, C] */
   int64_t s[4] = {1, 6, 2, 2};
   struct tensor x = tk_rand(be, DT_F32, 4, s, 1, NULL), o = tk_tensor(be, DT_F32, 4, s, NULL, NULL);
-  assert_int_equal(be->group_norm(be, &o, &x, NULL, NULL, 4, 1e-5f, 0), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "groups"));
-  be->tensor_free(be, &x), be->tensor_free(be, &o);
-  be->destroy(be);
+  assert_int_equal(be_group_norm(be, &o, &x, NULL, NULL, 4, 1e-5f, 0), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "groups"));
+  be_tensor_free(be, &x), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 static void ln_case(struct backend *be, int ndim, const int64_t *xs, float eps, enum dtype pdt,
@@ -89,7 +89,7 @@ static void ln_case(struct backend *be, int ndim, const int64_t *xs, float eps, 
     b = tk_rand(be, pdt, 1, cs, 1.0f, &bh);
   }
   struct tensor o = inplace ? x : tk_tensor(be, DT_F32, ndim, xs, NULL, NULL);
-  assert_int_equal(be->layer_norm(be, &o, &x, affine ? &g : NULL, affine ? &b : NULL, eps), 0);
+  assert_int_equal(be_layer_norm(be, &o, &x, affine ? &g : NULL, affine ? &b : NULL, eps), 0);
   double *ref = malloc((size_t)n * sizeof(double));
   for (int64_t r = 0; r < n / C; r++) {
     const float *row = xh + r * C;
@@ -109,9 +109,9 @@ static void ln_case(struct backend *be, int ndim, const int64_t *xs, float eps, 
            dtype_name(pdt));
   assert_true(tk_compare(what, got, ref, n, 1e-5, 1e-5));
   free(ref), free(got), free(xv), free(xh), free(gh), free(bh);
-  be->tensor_free(be, &x);
-  if (!inplace) be->tensor_free(be, &o);
-  if (affine) be->tensor_free(be, &g), be->tensor_free(be, &b);
+  be_tensor_free(be, &x);
+  if (!inplace) be_tensor_free(be, &o);
+  if (affine) be_tensor_free(be, &g), be_tensor_free(be, &b);
 }
 
 static void test_layer_norm(void **state) {
@@ -125,10 +125,10 @@ static void test_layer_norm(void **state) {
   int64_t s[2] = {3, 4}, gs[1] = {5};
   struct tensor x = tk_rand(be, DT_F32, 2, s, 1, NULL), o = tk_tensor(be, DT_F32, 2, s, NULL, NULL);
   struct tensor g = tk_rand(be, DT_F32, 1, gs, 1, NULL);
-  assert_int_equal(be->layer_norm(be, &o, &x, &g, NULL, 1e-5f), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "gamma"));
-  be->tensor_free(be, &x), be->tensor_free(be, &o), be->tensor_free(be, &g);
-  be->destroy(be);
+  assert_int_equal(be_layer_norm(be, &o, &x, &g, NULL, 1e-5f), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "gamma"));
+  be_tensor_free(be, &x), be_tensor_free(be, &o), be_tensor_free(be, &g);
+  be_destroy(be);
 }
 
 static void test_softmax(void **state) {
@@ -141,7 +141,7 @@ static void test_softmax(void **state) {
       if (C > 3) xv[1] = -INFINITY, xv[C + 2] = 85.0f, xv[2 * C] = -85.0f;
       struct tensor x = tk_tensor(be, DT_F32, 2, s, xv, NULL);
       struct tensor o = inplace ? x : tk_tensor(be, DT_F32, 2, s, NULL, NULL);
-      assert_int_equal(be->softmax(be, &o, &x), 0);
+      assert_int_equal(be_softmax(be, &o, &x), 0);
       double *ref = malloc((size_t)n * sizeof(double));
       for (int64_t r = 0; r < 5; r++) {
         double m = -INFINITY, sum = 0;
@@ -154,11 +154,11 @@ static void test_softmax(void **state) {
       snprintf(what, sizeof what, "softmax C%lld inplace%d", (long long)C, inplace);
       assert_true(tk_compare(what, got, ref, n, 1e-7, 1e-5));
       free(ref), free(got), free(xv);
-      be->tensor_free(be, &x);
-      if (!inplace) be->tensor_free(be, &o);
+      be_tensor_free(be, &x);
+      if (!inplace) be_tensor_free(be, &o);
     }
   }
-  be->destroy(be);
+  be_destroy(be);
 }
 
 int main(void) {

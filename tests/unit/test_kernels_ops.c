@@ -41,7 +41,7 @@ static void test_unary(void **state) {
     for (int inplace = 0; inplace < 2; inplace++) {
       struct tensor x = tk_tensor(be, DT_F32, 2, s, xv, NULL);
       struct tensor o = inplace ? x : tk_tensor(be, DT_F32, 2, s, NULL, NULL);
-      assert_int_equal(be->unary(be, &o, &x, (enum unary_op)op), 0);
+      assert_int_equal(be_unary(be, &o, &x, (enum unary_op)op), 0);
       double *ref = malloc((size_t)n * sizeof(double));
       for (int64_t i = 0; i < n; i++) ref[i] = ref_act(xv[i], op);
       float *got = tk_download(be, &o);
@@ -49,14 +49,14 @@ static void test_unary(void **state) {
       snprintf(what, sizeof what, "unary op%d inplace%d", op, inplace);
       assert_true(tk_compare(what, got, ref, n, 1e-7, 4e-6));
       free(ref), free(got);
-      be->tensor_free(be, &x);
-      if (!inplace) be->tensor_free(be, &o);
+      be_tensor_free(be, &x);
+      if (!inplace) be_tensor_free(be, &o);
     }
   struct tensor x = tk_tensor(be, DT_F32, 2, s, xv, NULL);
-  assert_int_equal(be->unary(be, &x, &x, (enum unary_op)9), -EINVAL);
-  be->tensor_free(be, &x);
+  assert_int_equal(be_unary(be, &x, &x, (enum unary_op)9), -EINVAL);
+  be_tensor_free(be, &x);
   free(xv);
-  be->destroy(be);
+  be_destroy(be);
 }
 
 static void test_geglu(void **state) {
@@ -65,17 +65,17 @@ static void test_geglu(void **state) {
   float *xh;
   struct tensor x = tk_rand(be, DT_F32, 3, xs, 4.0f, &xh);
   struct tensor o = tk_tensor(be, DT_F32, 3, os, NULL, NULL);
-  assert_int_equal(be->geglu(be, &o, &x), 0);
+  assert_int_equal(be_geglu(be, &o, &x), 0);
   double *ref = malloc((size_t)(rows * D) * sizeof(double));
   for (int64_t r = 0; r < rows; r++)
     for (int64_t i = 0; i < D; i++)
       ref[r * D + i] = xh[r * 2 * D + i] * ref_act(xh[r * 2 * D + D + i], UNARY_GELU);
   float *got = tk_download(be, &o);
   assert_true(tk_compare("geglu", got, ref, rows * D, 1e-7, 4e-6));
-  assert_int_equal(be->geglu(be, &x, &x), -EINVAL);
+  assert_int_equal(be_geglu(be, &x, &x), -EINVAL);
   free(ref), free(got), free(xh);
-  be->tensor_free(be, &x), be->tensor_free(be, &o);
-  be->destroy(be);
+  be_tensor_free(be, &x), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 static void test_binary(void **state) {
@@ -88,50 +88,50 @@ static void test_binary(void **state) {
   double *ref = malloc((size_t)n * sizeof(double));
   float *got;
   /* add, then mul and axpby in place (out == a) */
-  assert_int_equal(be->add(be, &o, &a, &b), 0);
+  assert_int_equal(be_add(be, &o, &a, &b), 0);
   for (int64_t i = 0; i < n; i++) ref[i] = (double)ah[i] + bh[i];
   got = tk_download(be, &o);
   assert_true(tk_compare("add", got, ref, n, 0, 1e-7));
   free(got);
-  assert_int_equal(be->mul(be, &o, &o, &b), 0);
+  assert_int_equal(be_mul(be, &o, &o, &b), 0);
   for (int64_t i = 0; i < n; i++) ref[i] = (float)((double)ah[i] + bh[i]) * (double)bh[i];
   got = tk_download(be, &o);
   assert_true(tk_compare("mul in place", got, ref, n, 0, 1e-7));
   free(got);
-  assert_int_equal(be->axpby(be, &o, 0.5f, &a, -2.0f, &b), 0);
+  assert_int_equal(be_axpby(be, &o, 0.5f, &a, -2.0f, &b), 0);
   for (int64_t i = 0; i < n; i++) ref[i] = 0.5 * ah[i] - 2.0 * bh[i];
   got = tk_download(be, &o);
   assert_true(tk_compare("axpby", got, ref, n, 1e-7, 1e-6));
   free(got);
-  assert_int_equal(be->axpby(be, &o, 3.0f, &o, 0.0f, NULL), 0);
+  assert_int_equal(be_axpby(be, &o, 3.0f, &o, 0.0f, NULL), 0);
   for (int64_t i = 0; i < n; i++) ref[i] *= 3.0;
   got = tk_download(be, &o);
   assert_true(tk_compare("axpby y=NULL", got, ref, n, 1e-7, 1e-6));
   free(got);
-  assert_int_equal(be->axpby(be, &o, 1.0f, &a, 1.0f, NULL), -EINVAL);
+  assert_int_equal(be_axpby(be, &o, 1.0f, &a, 1.0f, NULL), -EINVAL);
   /* add_channel with b [N, C] and [N, C, 1, 1] */
   struct tensor c4 = c;
   c4.ndim = 4;
   memcpy(c4.shape, cs4, sizeof cs4);
   for (int k = 0; k < 2; k++) {
-    assert_int_equal(be->add_channel(be, &o, &a, k ? &c4 : &c), 0);
+    assert_int_equal(be_add_channel(be, &o, &a, k ? &c4 : &c), 0);
     for (int64_t i = 0; i < n; i++) ref[i] = (double)ah[i] + ch[i / (33 * 35)];
     got = tk_download(be, &o);
     assert_true(tk_compare("add_channel", got, ref, n, 0, 1e-7));
     free(got);
   }
-  assert_int_equal(be->add_channel(be, &a, &a, &c), 0); /* in place */
+  assert_int_equal(be_add_channel(be, &a, &a, &c), 0); /* in place */
   got = tk_download(be, &a);
   assert_true(tk_compare("add_channel in place", got, ref, n, 0, 1e-7));
   free(got);
-  assert_int_equal(be->add_channel(be, &o, &a, &b), -EINVAL);
+  assert_int_equal(be_add_channel(be, &o, &a, &b), -EINVAL);
   struct tensor sm = tk_tensor(be, DT_F32, 2, cs, NULL, NULL);
-  assert_int_equal(be->add(be, &o, &a, &sm), -EINVAL);
-  assert_non_null(strstr(be->last_error(be), "add"));
+  assert_int_equal(be_add(be, &o, &a, &sm), -EINVAL);
+  assert_non_null(strstr(be_last_error(be), "add"));
   free(ref), free(ah), free(bh), free(ch);
-  be->tensor_free(be, &a), be->tensor_free(be, &b), be->tensor_free(be, &c);
-  be->tensor_free(be, &o), be->tensor_free(be, &sm);
-  be->destroy(be);
+  be_tensor_free(be, &a), be_tensor_free(be, &b), be_tensor_free(be, &c);
+  be_tensor_free(be, &o), be_tensor_free(be, &sm);
+  be_destroy(be);
 }
 
 static void test_concat(void **state) {
@@ -140,7 +140,7 @@ static void test_concat(void **state) {
   float *ah, *bh;
   struct tensor a = tk_rand(be, DT_F32, 4, as, 1, &ah), b = tk_rand(be, DT_F32, 4, bs, 1, &bh);
   struct tensor o = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
-  assert_int_equal(be->concat_channels(be, &o, &a, &b), 0);
+  assert_int_equal(be_concat_channels(be, &o, &a, &b), 0);
   float *got = tk_download(be, &o);
   for (int64_t n = 0; n < 3; n++)
     for (int64_t c = 0; c < 7; c++)
@@ -148,10 +148,10 @@ static void test_concat(void **state) {
         float want = c < 2 ? ah[(n * 2 + c) * 35 + p] : bh[(n * 5 + c - 2) * 35 + p];
         assert_true(got[(n * 7 + c) * 35 + p] == want);
       }
-  assert_int_equal(be->concat_channels(be, &o, &b, &b), -EINVAL);
+  assert_int_equal(be_concat_channels(be, &o, &b, &b), -EINVAL);
   free(got), free(ah), free(bh);
-  be->tensor_free(be, &a), be->tensor_free(be, &b), be->tensor_free(be, &o);
-  be->destroy(be);
+  be_tensor_free(be, &a), be_tensor_free(be, &b), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 /* source indices of F.interpolate(mode="nearest", size=out) from torch 2.x */
@@ -180,7 +180,7 @@ static void test_upsample(void **state) {
       float *xh;
       struct tensor x = tk_rand(be, DT_F32, 4, xs, 1, &xh);
       struct tensor o = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
-      assert_int_equal(be->upsample_nearest(be, &o, &x), 0);
+      assert_int_equal(be_upsample_nearest(be, &o, &x), 0);
       float *got = tk_download(be, &o);
       for (int p = 0; p < 6; p++)
         for (int oy = 0; oy < Ho; oy++)
@@ -192,9 +192,9 @@ static void test_upsample(void **state) {
             }
           }
       free(got), free(xh);
-      be->tensor_free(be, &x), be->tensor_free(be, &o);
+      be_tensor_free(be, &x), be_tensor_free(be, &o);
     }
-  be->destroy(be);
+  be_destroy(be);
 }
 
 static void permute_case(struct backend *be, int nd, const int64_t *xs, const int *perm) {
@@ -205,7 +205,7 @@ static void permute_case(struct backend *be, int nd, const int64_t *xs, const in
   float *xh;
   struct tensor x = tk_rand(be, DT_F32, nd, xs, 1, &xh);
   struct tensor o = tk_tensor(be, DT_F32, nd, os, NULL, NULL);
-  assert_int_equal(be->permute(be, &o, &x, perm), 0);
+  assert_int_equal(be_permute(be, &o, &x, perm), 0);
   float *got = tk_download(be, &o);
   for (int64_t i = 0; i < n; i++) {
     int64_t rem = i, off = 0;
@@ -220,7 +220,7 @@ static void permute_case(struct backend *be, int nd, const int64_t *xs, const in
     }
   }
   free(got), free(xh);
-  be->tensor_free(be, &x), be->tensor_free(be, &o);
+  be_tensor_free(be, &x), be_tensor_free(be, &o);
 }
 
 static void test_permute(void **state) {
@@ -249,9 +249,9 @@ static void test_permute(void **state) {
   int64_t os[4] = {2, 3, 3, 4};
   struct tensor x = tk_rand(be, DT_F32, 4, s4, 1, NULL),
                 o = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
-  assert_int_equal(be->permute(be, &o, &x, bad), -EINVAL);
-  be->tensor_free(be, &x), be->tensor_free(be, &o);
-  be->destroy(be);
+  assert_int_equal(be_permute(be, &o, &x, bad), -EINVAL);
+  be_tensor_free(be, &x), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 static void test_slice(void **state) {
@@ -265,7 +265,7 @@ static void test_slice(void **state) {
         int64_t os[4] = {3, 4, 5, 6};
         os[dim] = len;
         struct tensor o = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
-        assert_int_equal(be->slice(be, &o, &x, dim, start), 0);
+        assert_int_equal(be_slice(be, &o, &x, dim, start), 0);
         float *got = tk_download(be, &o);
         int64_t i = 0;
         for (int64_t a = 0; a < os[0]; a++)
@@ -277,22 +277,22 @@ static void test_slice(void **state) {
                 assert_true(got[i] == xh[((ix[0] * 4 + ix[1]) * 5 + ix[2]) * 6 + ix[3]]);
               }
         free(got);
-        be->tensor_free(be, &o);
+        be_tensor_free(be, &o);
       }
   int64_t os[4] = {3, 4, 3, 6};
   struct tensor o = tk_tensor(be, DT_F32, 4, os, NULL, NULL);
-  assert_int_equal(be->slice(be, &o, &x, 2, 3), -EINVAL);
-  assert_int_equal(be->slice(be, &o, &x, 4, 0), -EINVAL);
+  assert_int_equal(be_slice(be, &o, &x, 2, 3), -EINVAL);
+  assert_int_equal(be_slice(be, &o, &x, 4, 0), -EINVAL);
   free(xh);
-  be->tensor_free(be, &x), be->tensor_free(be, &o);
-  be->destroy(be);
+  be_tensor_free(be, &x), be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 static void temb_case(struct backend *be, int dim, int flip, float shift, float max_period) {
   float t[4] = {0.0f, 1.5f, 999.0f, 481.25f};
   int64_t os[2] = {4, dim};
   struct tensor o = tk_tensor(be, DT_F32, 2, os, NULL, NULL);
-  assert_int_equal(be->timestep_embedding(be, &o, t, dim, flip, shift, max_period), 0);
+  assert_int_equal(be_timestep_embedding(be, &o, t, dim, flip, shift, max_period), 0);
   float *got = tk_download(be, &o);
   int half = dim / 2;
   for (int n = 0; n < 4; n++)
@@ -314,7 +314,7 @@ static void temb_case(struct backend *be, int dim, int flip, float shift, float 
   if (dim % 2)
     for (int n = 0; n < 4; n++) assert_true(got[n * dim + dim - 1] == 0.0f);
   free(got);
-  be->tensor_free(be, &o);
+  be_tensor_free(be, &o);
 }
 
 static void test_timestep_embedding(void **state) {
@@ -326,9 +326,9 @@ static void test_timestep_embedding(void **state) {
   int64_t os[2] = {2, 8};
   float t[2] = {1, 2};
   struct tensor o = tk_tensor(be, DT_F32, 2, os, NULL, NULL);
-  assert_int_equal(be->timestep_embedding(be, &o, t, 6, 1, 0, 10000), -EINVAL);
-  be->tensor_free(be, &o);
-  be->destroy(be);
+  assert_int_equal(be_timestep_embedding(be, &o, t, 6, 1, 0, 10000), -EINVAL);
+  be_tensor_free(be, &o);
+  be_destroy(be);
 }
 
 static void test_embedding(void **state) {
@@ -342,18 +342,18 @@ static void test_embedding(void **state) {
     int32_t ids[14];
     for (int i = 0; i < 14; i++) ids[i] = (i * 17 + 3) % 50;
     ids[0] = 0, ids[13] = 49;
-    assert_int_equal(be->embedding(be, &o, ids, &tab), 0);
+    assert_int_equal(be_embedding(be, &o, ids, &tab), 0);
     float *got = tk_download(be, &o);
     for (int i = 0; i < 14; i++)
       for (int d = 0; d < 13; d++) assert_true(got[i * 13 + d] == th[ids[i] * 13 + d]);
     ids[5] = 50;
-    assert_int_equal(be->embedding(be, &o, ids, &tab), -ERANGE);
+    assert_int_equal(be_embedding(be, &o, ids, &tab), -ERANGE);
     ids[5] = -1;
-    assert_int_equal(be->embedding(be, &o, ids, &tab), -ERANGE);
+    assert_int_equal(be_embedding(be, &o, ids, &tab), -ERANGE);
     free(got), free(th);
-    be->tensor_free(be, &tab), be->tensor_free(be, &o);
+    be_tensor_free(be, &tab), be_tensor_free(be, &o);
   }
-  be->destroy(be);
+  be_destroy(be);
 }
 
 static void test_memory(void **state) {
@@ -366,9 +366,9 @@ static void test_memory(void **state) {
   enum dtype hd[2] = {DT_F16, DT_BF16};
   for (int k = 0; k < 2; k++) {
     struct tensor t;
-    assert_int_equal(be->tensor_alloc(be, &t, hd[k], 1, s), 0);
-    assert_int_equal(be->upload(be, &t, h, hd[k]), 0);
-    assert_int_equal(be->download_f32(be, &t, f), 0);
+    assert_int_equal(be_tensor_alloc(be, &t, hd[k], 1, s), 0);
+    assert_int_equal(be_upload(be, &t, h, hd[k]), 0);
+    assert_int_equal(be_download_f32(be, &t, f), 0);
     for (int i = 0; i < 65536; i++) {
       float want = k ? bf16_to_f32(h[i]) : f16_to_f32(h[i]);
       uint32_t a, b;
@@ -378,7 +378,7 @@ static void test_memory(void **state) {
         fail();
       }
     }
-    be->tensor_free(be, &t);
+    be_tensor_free(be, &t);
   }
   /* F32 -> F16/BF16 upload rounds as tensor.c; copy converts */
   int64_t n = 200003, s2[2] = {1, 200003}; /* large enough to run over the pool */
@@ -386,43 +386,43 @@ static void test_memory(void **state) {
   v[0] = 1e-8f, v[1] = -0.0f;
   for (int k = 0; k < 2; k++) {
     struct tensor t, t32;
-    assert_int_equal(be->tensor_alloc(be, &t, hd[k], 2, s2), 0);
-    assert_int_equal(be->tensor_alloc(be, &t32, DT_F32, 2, s2), 0);
-    assert_int_equal(be->upload(be, &t, v, DT_F32), 0);
+    assert_int_equal(be_tensor_alloc(be, &t, hd[k], 2, s2), 0);
+    assert_int_equal(be_tensor_alloc(be, &t32, DT_F32, 2, s2), 0);
+    assert_int_equal(be_upload(be, &t, v, DT_F32), 0);
     for (int64_t i = 0; i < n; i++)
       assert_int_equal(((uint16_t *)t.data)[i], k ? f32_to_bf16(v[i]) : f32_to_f16(v[i]));
-    assert_int_equal(be->copy(be, &t32, &t), 0);
+    assert_int_equal(be_copy(be, &t32, &t), 0);
     for (int64_t i = 0; i < n; i++) {
       uint16_t q = ((uint16_t *)t.data)[i];
       float want = k ? bf16_to_f32(q) : f16_to_f32(q);
       assert_memory_equal(&((float *)t32.data)[i], &want, 4);
     }
-    be->tensor_free(be, &t), be->tensor_free(be, &t32);
+    be_tensor_free(be, &t), be_tensor_free(be, &t32);
   }
   /* integers */
   int32_t ids[5] = {1, -2, 3, 2147483647, -2147483647 - 1};
   int64_t s5[1] = {5};
   struct tensor i64, i32;
-  assert_int_equal(be->tensor_alloc(be, &i64, DT_I64, 1, s5), 0);
-  assert_int_equal(be->tensor_alloc(be, &i32, DT_I32, 1, s5), 0);
-  assert_int_equal(be->upload(be, &i64, ids, DT_I32), 0);
+  assert_int_equal(be_tensor_alloc(be, &i64, DT_I64, 1, s5), 0);
+  assert_int_equal(be_tensor_alloc(be, &i32, DT_I32, 1, s5), 0);
+  assert_int_equal(be_upload(be, &i64, ids, DT_I32), 0);
   assert_true(((int64_t *)i64.data)[4] == INT32_MIN);
-  assert_int_equal(be->copy(be, &i32, &i64), 0);
+  assert_int_equal(be_copy(be, &i32, &i64), 0);
   assert_memory_equal(i32.data, ids, sizeof ids);
   ((int64_t *)i64.data)[2] = INT64_C(1) << 40;
-  assert_int_equal(be->copy(be, &i32, &i64), -ERANGE);
+  assert_int_equal(be_copy(be, &i32, &i64), -ERANGE);
   int64_t s4[1] = {4};
   struct tensor f4;
-  assert_int_equal(be->tensor_alloc(be, &f4, DT_F32, 1, s4), 0);
-  assert_int_equal(be->copy(be, &f4, &i64), -EINVAL);
-  assert_int_equal(be->synchronize(be), 0);
+  assert_int_equal(be_tensor_alloc(be, &f4, DT_F32, 1, s4), 0);
+  assert_int_equal(be_copy(be, &f4, &i64), -EINVAL);
+  assert_int_equal(be_synchronize(be), 0);
   int64_t neg[1] = {-1};
   struct tensor bad;
-  assert_int_equal(be->tensor_alloc(be, &bad, DT_F32, 1, neg), -EINVAL);
-  assert_int_equal(be->tensor_alloc(be, &bad, DT_F32, 5, s4), -EINVAL);
-  be->tensor_free(be, &i64), be->tensor_free(be, &i32), be->tensor_free(be, &f4);
+  assert_int_equal(be_tensor_alloc(be, &bad, DT_F32, 1, neg), -EINVAL);
+  assert_int_equal(be_tensor_alloc(be, &bad, DT_F32, 5, s4), -EINVAL);
+  be_tensor_free(be, &i64), be_tensor_free(be, &i32), be_tensor_free(be, &f4);
   free(h), free(f), free(v);
-  be->destroy(be);
+  be_destroy(be);
 }
 
 /* two host threads running ops on one backend get the results of running
@@ -440,12 +440,11 @@ static void *conc_worker(void *p) {
   int64_t nl = tensor_numel(&a->out_lin), na = tensor_numel(&a->out_att);
   float *g1 = malloc((size_t)nl * sizeof(float)), *g2 = malloc((size_t)na * sizeof(float));
   for (int it = 0; it < 30; it++) {
-    if (be->linear(be, &a->out_lin, &a->x, &a->w, NULL) || be->download_f32(be, &a->out_lin, g1) ||
+    if (be_linear(be, &a->out_lin, &a->x, &a->w, NULL) || be_download_f32(be, &a->out_lin, g1) ||
         memcmp(g1, a->want_lin, (size_t)nl * sizeof(float)))
       a->bad++;
-    if (be->attention(be, &a->out_att, &a->q, &a->q, &a->q, 2, 0.25f, 0) ||
-        be->download_f32(be, &a->out_att, g2) ||
-        memcmp(g2, a->want_att, (size_t)na * sizeof(float)))
+    if (be_attention(be, &a->out_att, &a->q, &a->q, &a->q, 2, 0.25f, 0) ||
+        be_download_f32(be, &a->out_att, g2) || memcmp(g2, a->want_att, (size_t)na * sizeof(float)))
       a->bad++;
   }
   free(g1), free(g2);
@@ -467,8 +466,8 @@ static void test_concurrent_callers(void **state) {
     a->q = tk_rand(be, DT_F32, 3, qs, 1, NULL);
     a->out_lin = tk_tensor(be, DT_F32, 2, os, NULL, NULL);
     a->out_att = tk_tensor(be, DT_F32, 3, qs, NULL, NULL);
-    assert_int_equal(be->linear(be, &a->out_lin, &a->x, &a->w, NULL), 0);
-    assert_int_equal(be->attention(be, &a->out_att, &a->q, &a->q, &a->q, 2, 0.25f, 0), 0);
+    assert_int_equal(be_linear(be, &a->out_lin, &a->x, &a->w, NULL), 0);
+    assert_int_equal(be_attention(be, &a->out_att, &a->q, &a->q, &a->q, 2, 0.25f, 0), 0);
     a->want_lin = tk_download(be, &a->out_lin);
     a->want_att = tk_download(be, &a->out_att);
   }
@@ -480,10 +479,10 @@ static void test_concurrent_callers(void **state) {
     struct conc_arg *a = &args[i];
     assert_int_equal(a->bad, 0);
     free(a->want_lin), free(a->want_att);
-    be->tensor_free(be, &a->x), be->tensor_free(be, &a->w), be->tensor_free(be, &a->q);
-    be->tensor_free(be, &a->out_lin), be->tensor_free(be, &a->out_att);
+    be_tensor_free(be, &a->x), be_tensor_free(be, &a->w), be_tensor_free(be, &a->q);
+    be_tensor_free(be, &a->out_lin), be_tensor_free(be, &a->out_att);
   }
-  be->destroy(be);
+  be_destroy(be);
 }
 
 int main(void) {

@@ -39,18 +39,18 @@ static inline float *tk_randv(int64_t n, float scale, float offset) {
 static inline struct tensor tk_tensor(struct backend *be, enum dtype dt, int ndim,
                                       const int64_t *shape, const float *vals, float **back) {
   struct tensor t;
-  if (be->tensor_alloc(be, &t, dt, ndim, shape) != 0) {
-    fprintf(stderr, "tensor_alloc: %s\n", be->last_error(be));
+  if (be_tensor_alloc(be, &t, dt, ndim, shape) != 0) {
+    fprintf(stderr, "tensor_alloc: %s\n", be_last_error(be));
     abort();
   }
   int64_t n = tensor_numel(&t);
-  if (vals && be->upload(be, &t, vals, DT_F32) != 0) {
-    fprintf(stderr, "upload: %s\n", be->last_error(be));
+  if (vals && be_upload(be, &t, vals, DT_F32) != 0) {
+    fprintf(stderr, "upload: %s\n", be_last_error(be));
     abort();
   }
   if (back) {
     *back = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (be->download_f32(be, &t, *back) != 0) abort();
+    if (be_download_f32(be, &t, *back) != 0) abort();
   }
   return t;
 }
@@ -68,7 +68,7 @@ static inline struct tensor tk_rand(struct backend *be, enum dtype dt, int ndim,
 
 static inline float *tk_download(struct backend *be, const struct tensor *t) {
   float *v = malloc((size_t)(tensor_numel(t) > 0 ? tensor_numel(t) : 1) * sizeof(float));
-  if (be->download_f32(be, t, v) != 0) abort();
+  if (be_download_f32(be, t, v) != 0) abort();
   return v;
 }
 
