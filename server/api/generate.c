@@ -9,7 +9,6 @@
 
 #include "api.h"
 #include "api_gen.h"
-#include "engine/engine.h"
 #include "core/generation.h"
 #include "http/auth.h"
 
@@ -36,18 +35,17 @@ enum MHD_Result api_gen_submit(struct request *r, struct gen_request *g,
   if (g->async) {
     struct job *j = gen_job_new(r->app, g);
     if (!j) return reply_problemf(r, 500, "out of memory");
-    j->owner_token = r->who.token_id;
     int status = 0;
     if (gen_job_submit_listed(r->app, j, &status) != 0) {
-      job_put(j);
+      gen_job_put(j);
       return reply_problemf(r, http_status_of((enum err_code)status), "%s",
                             status == ERR_BUSY ? "the job queue is full; retry later"
                                                : "the server is shutting down");
     }
     char loc[64];
-    snprintf(loc, sizeof loc, "/jobs/%s", j->id);
-    json_t *body = json_pack("{s:{s:s,s:s}}", "job", "id", j->id, "status", "queued");
-    job_put(j);
+    snprintf(loc, sizeof loc, "/jobs/%s", gen_job_id(j));
+    json_t *body = json_pack("{s:{s:s,s:s}}", "job", "id", gen_job_id(j), "status", "queued");
+    gen_job_put(j);
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     const char *h[] = {"Location", loc, NULL};
@@ -90,8 +88,8 @@ enum MHD_Result api_jobs_get(struct request *r) {
   enum MHD_Result res;
   struct job *j = job_visible(r, &res);
   if (!j) return res;
-  json_t *o = job_json(j);
-  job_put(j);
+  json_t *o = gen_job_json(j);
+  gen_job_put(j);
   return reply_json(r, 200, o);
 }
 
@@ -100,7 +98,7 @@ enum MHD_Result api_jobs_cancel(struct request *r) {
   struct job *j = job_visible(r, &res);
   if (!j) return res;
   gen_job_cancel(r->app, j);
-  json_t *o = job_json(j);
-  job_put(j);
+  json_t *o = gen_job_json(j);
+  gen_job_put(j);
   return reply_json(r, 200, o);
 }

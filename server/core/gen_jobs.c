@@ -313,6 +313,7 @@ struct job *gen_job_new(struct app *a, struct gen_request *g) {
     return NULL;
   }
   const struct gen_request *q = &s->req;
+  j->owner_token = q->owner_token;
   j->batch_fn = gen_run_batch;
   j->batch_images = q->n;
   snprintf(j->batch_key, sizeof j->batch_key, "%dx%d/%d/%s/%.17g/%.17g/%.17g/%d", q->width,
@@ -334,4 +335,27 @@ struct job *gen_job_find(struct app *a, const char *id, int64_t token_id, int ad
 
 void gen_job_cancel(struct app *a, struct job *j) {
   engine_job_cancel(a->engine, j);
+}
+
+void gen_job_put(struct job *j) {
+  job_put(j);
+}
+
+const char *gen_job_id(const struct job *j) {
+  return j->id;
+}
+
+json_t *gen_job_json(const struct job *j) {
+  int st = atomic_load(&j->status);
+  json_t *o = json_pack("{s:s,s:s,s:{s:i,s:i},s:f}", "id", j->id, "status", job_status_name(st),
+                        "progress", "step", atomic_load(&j->step), "steps", atomic_load(&j->steps),
+                        "created", j->created);
+  if (j->started > 0) json_object_set_new(o, "started", json_real(j->started));
+  if (j->finished > 0) json_object_set_new(o, "finished", json_real(j->finished));
+  if (st == JOB_SUCCEEDED && j->result) json_object_set(o, "result", j->result);
+  if (st == JOB_FAILED || st == JOB_CANCELLED)
+    json_object_set_new(o, "error",
+                        json_pack("{s:s,s:s}", "code", st == JOB_CANCELLED ? "cancelled" : "failed",
+                                  "message", j->detail[0] ? j->detail : job_status_name(st)));
+  return o;
 }

@@ -46,7 +46,8 @@ int gen_request_parse(struct app *a, const json_t *body, int lenient, struct gen
                       struct op_error *e);
 void gen_request_clear(struct gen_request *g);
 
-/* Creates the job (not yet submitted). The request is moved into the job. */
+/* Creates the job (not yet submitted), owned by g->owner_token. The request
+ * is moved into the job. */
 struct job *gen_job_new(struct app *a, struct gen_request *g);
 /* Queues an asynchronous job, listed for GET /jobs/{id} (the job's owner_token
  * set). Returns 0, or -1 with *status ERR_BUSY (queue full) or another
@@ -57,6 +58,11 @@ int gen_job_submit_listed(struct app *a, struct job *j, int *status);
 struct job *gen_job_find(struct app *a, const char *id, int64_t token_id, int admin);
 /* Cancels a queued or running job. */
 void gen_job_cancel(struct app *a, struct job *j);
+/* Drops the caller's reference. */
+void gen_job_put(struct job *j);
+const char *gen_job_id(const struct job *j);
+/* {"id", "status", "progress": {"step", "steps"}, "result" | "error", times}. */
+json_t *gen_job_json(const struct job *j);
 /* The finished output of a generation job (NULL unless it succeeded). */
 const struct gen_output *gen_job_output(const struct job *j);
 /* The synchronous JSON body: {"images": [{"png_base64", "seed"}], "soup", "timings"}. */

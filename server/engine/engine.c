@@ -93,21 +93,6 @@ int job_fail(struct job *j, enum err_code code, const char *fmt, ...) {
   return -1;
 }
 
-json_t *job_json(const struct job *j) {
-  int st = atomic_load(&j->status);
-  json_t *o = json_pack("{s:s,s:s,s:{s:i,s:i},s:f}", "id", j->id, "status", job_status_name(st),
-                        "progress", "step", atomic_load(&j->step), "steps", atomic_load(&j->steps),
-                        "created", j->created);
-  if (j->started > 0) json_object_set_new(o, "started", json_real(j->started));
-  if (j->finished > 0) json_object_set_new(o, "finished", json_real(j->finished));
-  if (st == JOB_SUCCEEDED && j->result) json_object_set(o, "result", j->result);
-  if (st == JOB_FAILED || st == JOB_CANCELLED)
-    json_object_set_new(o, "error",
-                        json_pack("{s:s,s:s}", "code", st == JOB_CANCELLED ? "cancelled" : "failed",
-                                  "message", j->detail[0] ? j->detail : job_status_name(st)));
-  return o;
-}
-
 /* Ends a job (under e->mu): status, counters, completion callback. */
 static void job_finish(struct engine *e, struct job *j, int status) {
   if (status == JOB_CANCELLED)

@@ -80,8 +80,6 @@ void job_put(struct job *j);
 /* 1 if the job has ended. */
 int job_done(const struct job *j);
 const char *job_status_name(int status);
-/* {"id", "status", "progress": {"step", "steps"}, "result" | "error", times}. */
-json_t *job_json(const struct job *j);
 /* For job functions: 1 if the job should stop (cancelled, or its waiting
  * client has disconnected). */
 int job_should_stop(struct job *j);
