@@ -334,7 +334,7 @@ struct job *gen_job_find(struct app *a, const char *id, int64_t token_id, int ad
 }
 
 void gen_job_cancel(struct app *a, struct job *j) {
-  engine_job_cancel(a->engine, j);
+  engine_job_cancel(a->engine, j, NULL);
 }
 
 void gen_job_put(struct job *j) {

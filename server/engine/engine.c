@@ -71,13 +71,9 @@ void job_put(struct job *j) {
 }
 
 int job_should_stop(struct job *j) {
-  if (atomic_load(&j->cancel)) return 1;
-  if (j->abandoned && j->abandoned(j->abandoned_ctx)) {
-    snprintf(j->detail, sizeof j->detail, "the client disconnected");
-    atomic_store(&j->cancel, 1);
-    return 1;
-  }
-  return 0;
+  if (!atomic_load(&j->cancel)) return 0;
+  if (j->cancel_why && !j->detail[0]) snprintf(j->detail, sizeof j->detail, "%s", j->cancel_why);
+  return 1;
 }
 
 int job_done(const struct job *j) {
@@ -186,15 +182,16 @@ struct job *engine_job_find(struct engine *e, const char *id) {
   return found;
 }
 
-void engine_job_cancel(struct engine *e, struct job *j) {
+void engine_job_cancel(struct engine *e, struct job *j, const char *why) {
   pthread_mutex_lock(&e->mu);
+  if (!atomic_load(&j->cancel)) j->cancel_why = why; /* published by the store below */
   atomic_store(&j->cancel, 1);
   if (atomic_load(&j->status) == JOB_QUEUED) {
     for (struct job **p = &e->head; *p; p = &(*p)->next)
       if (*p == j) {
         *p = j->next;
         e->queued--;
-        snprintf(j->detail, sizeof j->detail, "cancelled before it started");
+        snprintf(j->detail, sizeof j->detail, "%s", why ? why : "cancelled before it started");
         job_finish(e, j, JOB_CANCELLED);
         job_put(j); /* the queue's reference */
         break;

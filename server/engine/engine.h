@@ -52,10 +52,7 @@ struct job {
   double created, started, finished; /* CLOCK_REALTIME seconds */
   int listed;                        /* kept in the job table for GET /jobs */
   struct app *app;                   /* set by engine_submit: the app the worker serves */
-  /* a waiting client's check (NULL: none): 1 once it has gone, so the job
-   * stops at its next step (job_should_stop) */
-  int (*abandoned)(void *ctx);
-  void *abandoned_ctx;
+  const char *cancel_why;            /* set with cancel: why (a static string), or NULL */
   /* batching: queued jobs with the same batch_fn and batch_key run together,
    * up to the config's max_batch images */
   job_batch_fn batch_fn;
@@ -80,8 +77,7 @@ void job_put(struct job *j);
 /* 1 if the job has ended. */
 int job_done(const struct job *j);
 const char *job_status_name(int status);
-/* For job functions: 1 if the job should stop (cancelled, or its waiting
- * client has disconnected). */
+/* For job functions: 1 if the job should stop (cancelled). */
 int job_should_stop(struct job *j);
 /* For job functions: records a failure. Returns -1. */
 int job_fail(struct job *j, enum err_code code, const char *fmt, ...)
@@ -93,8 +89,9 @@ int job_fail(struct job *j, enum err_code code, const char *fmt, ...)
 int engine_submit(struct engine *e, struct job *j, int listed, int *status);
 /* Finds a listed job (a new reference) or NULL. */
 struct job *engine_job_find(struct engine *e, const char *id);
-/* Asks a job to stop: a queued one ends at once, a running one at its next step. */
-void engine_job_cancel(struct engine *e, struct job *j);
+/* Asks a job to stop: a queued one ends at once, a running one at its next
+ * step. why (a static string, or NULL: on request) becomes its detail. */
+void engine_job_cancel(struct engine *e, struct job *j, const char *why);
 
 /* 1 once shutdown has given up waiting: running work should stop. */
 int engine_aborting(struct engine *e);

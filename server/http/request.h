@@ -60,7 +60,7 @@ struct request {
    * suspended meanwhile; the job holds the outcome */
   struct job *job;
   int awaiting;
-  int conn_fd; /* the client's socket, for the disconnect check */
+  uint64_t watch_id; /* await_watch.h: the disconnect watch, or 0 */
   request_finish finish;
   unsigned ok_status;
   void *op_ctx; /* the handler's state for finish (freed with the request) */

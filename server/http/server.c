@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "await_watch.h"
 #include "core/app.h"
 #include "engine/engine.h"
 #include "log.h"
@@ -234,17 +234,9 @@ static enum MHD_Result request_end(struct request *r) {
 /* Called by the worker (under the engine lock) when the job ends. */
 static void await_done(struct job *j, void *ctx) {
   struct request *r = ctx;
+  await_watch_remove(r->watch_id);
+  r->watch_id = 0;
   MHD_resume_connection(r->conn);
-}
-
-/* Called by the worker between steps: 1 once the client has closed its end. */
-static int await_abandoned(void *ctx) {
-  struct request *r = ctx;
-  struct pollfd p = {.fd = r->conn_fd, .events = POLLIN | POLLRDHUP};
-  char c;
-  return poll(&p, 1, 0) == 1 &&
-         ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) ||
-          ((p.revents & POLLIN) && recv(r->conn_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0));
 }
 
 enum MHD_Result request_await(struct request *r, struct job *j, unsigned ok_status,
@@ -257,15 +249,13 @@ enum MHD_Result request_await(struct request *r, struct job *j, unsigned ok_stat
   const union MHD_ConnectionInfo *ci =
       cancel_on_disconnect ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD)
                            : NULL;
-  if (ci) {
-    r->conn_fd = ci->connect_fd;
-    j->abandoned = await_abandoned;
-    j->abandoned_ctx = r;
-  }
+  if (ci) r->watch_id = await_watch_add(ci->connect_fd, r->app->engine, j);
   MHD_suspend_connection(r->conn);
   int status = 0;
   if (engine_submit(r->app->engine, j, 0, &status) != 0) {
-    j->on_done = NULL, j->abandoned = NULL;
+    j->on_done = NULL;
+    await_watch_remove(r->watch_id);
+    r->watch_id = 0;
     job_fail(j, status, "%s",
              status == ERR_BUSY ? "the job queue is full; retry later"
                                 : "the server is shutting down");
@@ -364,6 +354,10 @@ int http_start(struct app *app, struct http_server **out, char **err) {
   struct http_server *s = calloc(1, sizeof *s);
   if (!s) return -1;
   s->app = app;
+  if (await_watch_start(err) != 0) {
+    free(s);
+    return -1;
+  }
   const struct config *c = &app->cfg;
   s->d = MHD_start_daemon(
       MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
@@ -378,6 +372,7 @@ int http_start(struct app *app, struct http_server **out, char **err) {
     char buf[256];
     snprintf(buf, sizeof buf, "cannot listen on %s (address in use or not permitted)", c->listen);
     *err = strdup(buf);
+    await_watch_stop();
     free(s);
     return -1;
   }
@@ -400,5 +395,6 @@ void http_stop(struct http_server *s) {
   /* connections resumed by the engine's last jobs need a moment to reply */
   usleep(200 * 1000);
   MHD_stop_daemon(s->d);
+  await_watch_stop();
   free(s);
 }
