@@ -232,7 +232,7 @@ int cuda_widen(struct backend *be, float *dst, const void *src, enum dtype dt, i
 
 const float *cuda_param_f32(struct backend *be, const struct tensor *w, int slot, const char *op) {
   if (w->dtype == DT_F32) return (const float *)w->data;
-  int64_t n = cu_numel(w);
+  int64_t n = tensor_numel(w);
   float *p = (float *)cuda_scratch(be, slot, (size_t)(n ? n : 1) * 4);
   if (!p) return NULL;
   if (cuda_widen(be, p, w->data, w->dtype, n)) return NULL;
@@ -284,7 +284,7 @@ static void cuda_free(struct backend *be, void *p) {
 static int host_convert(struct backend *be, void *dst, enum dtype dd, const void *src,
                         enum dtype sd, int64_t n, const char *op) {
   if (dd == sd) {
-    memcpy(dst, src, (size_t)n * cu_dtype_size(dd));
+    memcpy(dst, src, (size_t)n * dtype_size(dd));
     return 0;
   }
   int fs = cu_is_float(sd), fd = cu_is_float(dd);
@@ -311,8 +311,8 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
       else
         ((uint16_t *)dst)[i] = dd == DT_F16 ? f32_to_f16(f) : f32_to_bf16(f);
     } else {
-      return backend_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, cu_dtype_name(sd),
-                          cu_dtype_name(dd));
+      return backend_fail(be, -EINVAL, "%s: no conversion from %s to %s", op, dtype_name(sd),
+                          dtype_name(dd));
     }
   }
   return 0;
@@ -320,29 +320,29 @@ static int host_convert(struct backend *be, void *dst, enum dtype dd, const void
 
 static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, enum dtype src_dt) {
   struct cuda_ctx *c = cuda_ctx(be);
-  int64_t n = cu_numel(dst);
+  int64_t n = tensor_numel(dst);
   if (src_dt == dst->dtype) {
-    CU_TRY(be, cudaMemcpyAsync(dst->data, src, (size_t)n * cu_dtype_size(src_dt),
+    CU_TRY(be, cudaMemcpyAsync(dst->data, src, (size_t)n * dtype_size(src_dt),
                                cudaMemcpyHostToDevice, c->stream));
     return 0;
   }
   if (cu_is_float(src_dt) && cu_is_float(dst->dtype)) { /* raw upload, convert on the device */
-    void *tmp = cuda_scratch(be, CS_TMP, (size_t)n * cu_dtype_size(src_dt));
+    void *tmp = cuda_scratch(be, CS_TMP, (size_t)n * dtype_size(src_dt));
     if (!tmp) return -ENOMEM;
-    CU_TRY(be, cudaMemcpyAsync(tmp, src, (size_t)n * cu_dtype_size(src_dt), cudaMemcpyHostToDevice,
+    CU_TRY(be, cudaMemcpyAsync(tmp, src, (size_t)n * dtype_size(src_dt), cudaMemcpyHostToDevice,
                                c->stream));
     convert_kernel<<<cu_blocks(n, 256), 256, 0, c->stream>>>(dst->data, (int)dst->dtype, tmp,
                                                              (int)src_dt, n);
     CU_LAUNCHED(be);
     return 0;
   }
-  void *h = malloc((size_t)n * cu_dtype_size(dst->dtype));
+  void *h = malloc((size_t)n * dtype_size(dst->dtype));
   if (!h) return backend_fail(be, -ENOMEM, "upload: no host memory");
   int rc = host_convert(be, h, dst->dtype, src, src_dt, n, "upload");
   if (rc == 0) {
     /* on the op stream, and waited for: a pageable H2D copy may still be in
      * flight when cudaMemcpy returns, and h is freed below */
-    cudaError_t e = cudaMemcpyAsync(dst->data, h, (size_t)n * cu_dtype_size(dst->dtype),
+    cudaError_t e = cudaMemcpyAsync(dst->data, h, (size_t)n * dtype_size(dst->dtype),
                                     cudaMemcpyHostToDevice, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess)
@@ -354,7 +354,7 @@ static int cuda_upload(struct backend *be, struct tensor *dst, const void *src, 
 
 static int cuda_download_f32(struct backend *be, const struct tensor *src, float *dst) {
   struct cuda_ctx *c = cuda_ctx(be);
-  int64_t n = cu_numel(src);
+  int64_t n = tensor_numel(src);
   if (src->dtype == DT_F32) {
     CU_TRY(be, cudaMemcpyAsync(dst, src->data, (size_t)n * 4, cudaMemcpyDeviceToHost, c->stream));
     CU_TRY(be, cudaStreamSynchronize(c->stream));
@@ -367,7 +367,7 @@ static int cuda_download_f32(struct backend *be, const struct tensor *src, float
     CU_TRY(be, cudaStreamSynchronize(c->stream));
     return 0;
   }
-  size_t bytes = (size_t)n * cu_dtype_size(src->dtype);
+  size_t bytes = (size_t)n * dtype_size(src->dtype);
   void *h = malloc(bytes);
   if (!h) return backend_fail(be, -ENOMEM, "download_f32: no host memory");
   int rc = 0;
@@ -383,9 +383,9 @@ static int cuda_download_f32(struct backend *be, const struct tensor *src, float
 
 static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor *src) {
   struct cuda_ctx *c = cuda_ctx(be);
-  int64_t n = cu_numel(src);
+  int64_t n = tensor_numel(src);
   if (dst->dtype == src->dtype) {
-    CU_TRY(be, cudaMemcpyAsync(dst->data, src->data, (size_t)n * cu_dtype_size(src->dtype),
+    CU_TRY(be, cudaMemcpyAsync(dst->data, src->data, (size_t)n * dtype_size(src->dtype),
                                cudaMemcpyDeviceToDevice, c->stream));
     return 0;
   }
@@ -396,7 +396,7 @@ static int cuda_copy(struct backend *be, struct tensor *dst, const struct tensor
     return 0;
   }
   /* integer conversions: through the host (rare) */
-  size_t sb = (size_t)n * cu_dtype_size(src->dtype), db = (size_t)n * cu_dtype_size(dst->dtype);
+  size_t sb = (size_t)n * dtype_size(src->dtype), db = (size_t)n * dtype_size(dst->dtype);
   void *hs = malloc(sb), *hd = malloc(db);
   int rc = 0;
   if (!hs || !hd) {

@@ -12,8 +12,8 @@
  * line into the last error and return a negative status from the enclosing
  * function (which must return int). No code here exits the process.
  *
- * The dtype and half helpers below are inline copies of the rules of
- * kernels/tensor.c, usable in device code too.
+ * The dtype and half rules are kernels/tensor.h's and half_rules.h's, the
+ * same code the CPU compiles (the half conversions in device code too).
  */
 #pragma once
 
@@ -123,32 +123,7 @@ static inline struct cuda_ctx *cuda_ctx(struct backend *be) {
 /* after a kernel launch */
 #define CU_LAUNCHED(be) CU_TRY(be, cudaGetLastError())
 
-/* ---- dtype helpers (local copies, see header comment) ---- */
-static inline size_t cu_dtype_size(enum dtype dt) {
-  switch (dt) {
-  case DT_F32:
-    return 4;
-  case DT_F16:
-    return 2;
-  case DT_BF16:
-    return 2;
-  case DT_I32:
-    return 4;
-  case DT_I64:
-    return 8;
-  default:
-    return 0;
-  }
-}
-static inline const char *cu_dtype_name(enum dtype dt) {
-  static const char *const n[] = {"F32", "F16", "BF16", "I32", "I64"};
-  return (unsigned)dt < DT_COUNT ? n[dt] : "?";
-}
-static inline int64_t cu_numel(const struct tensor *t) {
-  int64_t n = 1;
-  for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
-  return n;
-}
+/* ---- dtype helpers (dtype_size, dtype_name, tensor_numel: kernels/tensor.h) ---- */
 static inline int cu_is_float(enum dtype dt) {
   return dt == DT_F32 || dt == DT_F16 || dt == DT_BF16;
 }

@@ -165,7 +165,7 @@ int linear_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
   static const char *op = "linear";
   int rc;
   int64_t O = w->shape[0], In = w->shape[1];
-  int64_t M = In ? cu_numel(x) / In : cu_numel(out) / (O ? O : 1);
+  int64_t M = In ? tensor_numel(x) / In : tensor_numel(out) / (O ? O : 1);
   if (M == 0 || O == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);
   const float *bf = NULL;

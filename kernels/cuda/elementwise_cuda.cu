@@ -59,7 +59,7 @@ __global__ void add_channel_kernel(float *y, const float *a, const float *b, int
 }
 
 int unary_cuda(struct backend *be, struct tensor *out, const struct tensor *x, enum unary_op op) {
-  int64_t n = cu_numel(x);
+  int64_t n = tensor_numel(x);
   if (n == 0) return 0;
   unary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data, n, (int)op);
@@ -69,7 +69,7 @@ int unary_cuda(struct backend *be, struct tensor *out, const struct tensor *x, e
 
 int geglu_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
   int64_t D = x->shape[x->ndim - 1] / 2;
-  int64_t n = cu_numel(out);
+  int64_t n = tensor_numel(out);
   if (D == 0 || n == 0) return 0;
   geglu_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data, n / D, D);
@@ -79,7 +79,7 @@ int geglu_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
 
 static int binary(struct backend *be, struct tensor *out, const struct tensor *a,
                   const struct tensor *b, int op, const char *name) {
-  int64_t n = cu_numel(a);
+  int64_t n = tensor_numel(a);
   if (n == 0) return 0;
   binary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)a->data, (const float *)b->data, n, op, 0.0f, 0.0f);
@@ -99,7 +99,7 @@ int mul_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
 
 int axpby_cuda(struct backend *be, struct tensor *out, float alpha, const struct tensor *x,
                float beta, const struct tensor *y) {
-  int64_t n = cu_numel(x);
+  int64_t n = tensor_numel(x);
   if (n == 0) return 0;
   binary_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data, y ? (const float *)y->data : NULL, n, 2, alpha,
@@ -111,7 +111,7 @@ int axpby_cuda(struct backend *be, struct tensor *out, float alpha, const struct
 int add_channel_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
                      const struct tensor *b) {
   int64_t N = a->shape[0], C = a->shape[1];
-  int64_t n = cu_numel(a);
+  int64_t n = tensor_numel(a);
   if (N * C == 0 || n == 0) return 0;
   add_channel_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)a->data, (const float *)b->data, n, n / (N * C));

@@ -67,8 +67,8 @@ __global__ void embedding_kernel(float *out, const int32_t *ids, const void *tab
 int concat_channels_cuda(struct backend *be, struct tensor *out, const struct tensor *a,
                          const struct tensor *b) {
   int64_t N = a->shape[0];
-  if (N == 0 || cu_numel(out) == 0) return 0;
-  int64_t na = cu_numel(a) / N, nb = cu_numel(b) / N;
+  if (N == 0 || tensor_numel(out) == 0) return 0;
+  int64_t na = tensor_numel(a) / N, nb = tensor_numel(b) / N;
   concat_kernel<<<cu_blocks(N * (na + nb), 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)a->data, (const float *)b->data, N, na, nb);
   CU_LAUNCHED(be);
@@ -76,7 +76,7 @@ int concat_channels_cuda(struct backend *be, struct tensor *out, const struct te
 }
 
 int upsample_nearest_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
-  int64_t n = cu_numel(out);
+  int64_t n = tensor_numel(out);
   if (n == 0) return 0;
   upsample_kernel<<<cu_blocks(n, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data, x->shape[0] * x->shape[1], x->shape[2],
@@ -87,7 +87,7 @@ int upsample_nearest_cuda(struct backend *be, struct tensor *out, const struct t
 
 int permute_cuda(struct backend *be, struct tensor *out, const struct tensor *x, const int *perm) {
   int nd = x->ndim;
-  int64_t n = cu_numel(x);
+  int64_t n = tensor_numel(x);
   if (n == 0) return 0;
   int64_t xs[TENSOR_MAX_DIMS];
   xs[nd - 1] = 1;
@@ -110,7 +110,7 @@ int slice_cuda(struct backend *be, struct tensor *out, const struct tensor *x, i
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < dim; i++) outer *= x->shape[i];
   for (int i = dim + 1; i < x->ndim; i++) inner *= x->shape[i];
-  if (cu_numel(out) == 0) return 0;
+  if (tensor_numel(out) == 0) return 0;
   int64_t len = out->shape[dim] * inner;
   slice_kernel<<<cu_blocks(outer * len, 256), 256, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data + start * inner, outer, len,
@@ -152,7 +152,7 @@ int timestep_embedding_cuda(struct backend *be, struct tensor *out, const float 
 
 int embedding_cuda(struct backend *be, struct tensor *out, const int32_t *ids,
                    const struct tensor *table) {
-  int64_t D = table->shape[1], n = D ? cu_numel(out) / D : 0;
+  int64_t D = table->shape[1], n = D ? tensor_numel(out) / D : 0;
   if (n == 0) return 0;
   struct cuda_ctx *c = cuda_ctx(be);
   int32_t *dids = (int32_t *)cuda_scratch(be, CS_IDS, (size_t)n * 4);

@@ -186,7 +186,7 @@ int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
                     int fuse_silu) {
   int64_t N = x->shape[0], C = x->shape[1];
   if (N == 0 || C == 0) return 0;
-  int64_t S = cu_numel(x) / (N * C);
+  int64_t S = tensor_numel(x) / (N * C);
   if (N * groups > INT32_MAX) return backend_fail(be, -EINVAL, "group_norm: too many groups");
   struct cuda_ctx *c = cuda_ctx(be);
   int64_t T = N * groups, cpg = C / groups, E = cpg * S;
@@ -228,8 +228,8 @@ int group_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
 int layer_norm_cuda(struct backend *be, struct tensor *out, const struct tensor *x,
                     const struct tensor *gamma, const struct tensor *beta, float eps) {
   int64_t C = x->shape[x->ndim - 1];
-  if (C == 0 || cu_numel(x) == 0) return 0;
-  int64_t rows = cu_numel(x) / C;
+  if (C == 0 || tensor_numel(x) == 0) return 0;
+  int64_t rows = tensor_numel(x) / C;
   if (rows > INT32_MAX) return backend_fail(be, -EINVAL, "layer_norm: too many rows");
   layer_norm_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>(
       (float *)out->data, (const float *)x->data, gamma ? gamma->data : NULL,
@@ -240,8 +240,8 @@ int layer_norm_cuda(struct backend *be, struct tensor *out, const struct tensor 
 
 int softmax_cuda(struct backend *be, struct tensor *out, const struct tensor *x) {
   int64_t C = x->shape[x->ndim - 1];
-  if (C == 0 || cu_numel(x) == 0) return 0;
-  int64_t rows = cu_numel(x) / C;
+  if (C == 0 || tensor_numel(x) == 0) return 0;
+  int64_t rows = tensor_numel(x) / C;
   if (rows > INT32_MAX) return backend_fail(be, -EINVAL, "softmax: too many rows");
   softmax_kernel<<<(unsigned)rows, NB, 0, cuda_ctx(be)->stream>>>((float *)out->data,
                                                                   (const float *)x->data, C, -1, 1);

@@ -218,7 +218,7 @@ struct pipe {
 };
 
 static int pipe_run(struct soup_slot *s, struct pipe *p) {
-  size_t isz = cu_dtype_size(p->sdt), osz = cu_dtype_size(p->odt);
+  size_t isz = dtype_size(p->sdt), osz = dtype_size(p->odt);
   int64_t pend_off[2] = {-1, -1}, pend_len[2] = {0, 0};
   int rc = 0;
   int64_t chunks = (p->n + SOUP_CHUNK - 1) / SOUP_CHUNK;
@@ -346,7 +346,7 @@ static int cuda_soup_convert(void *out, enum dtype out_dt, const void *src, enum
   if (!s) return -1;
   int rc;
   if (src_dt == out_dt) {
-    rc = cudaMemcpyAsync(out, src, (size_t)n * cu_dtype_size(src_dt), cudaMemcpyHostToDevice,
+    rc = cudaMemcpyAsync(out, src, (size_t)n * dtype_size(src_dt), cudaMemcpyHostToDevice,
                          s->st[0]) == cudaSuccess &&
                  cudaStreamSynchronize(s->st[0]) == cudaSuccess
              ? 0
