@@ -409,6 +409,65 @@ static uint32_t byte_to_unicode(int b) {
   return 256u + (uint32_t)n;
 }
 
+/* When a folder holds both forms (vocab.json + merges.txt, and
+ * tokenizer.json), they must say the same thing: t was loaded from the
+ * first, j from the second. Returns 0, or -EINVAL with *err naming the
+ * first difference. */
+static int forms_agree(const struct tokenizer *t, const struct tokenizer *j, char **err) {
+  static const char *both = "tokenizer: vocab.json/merges.txt and tokenizer.json disagree";
+  size_t nt = 0, nj = 0;
+  for (size_t i = 0; i < t->vocab_cap; i++) nt += t->vocab[i].s != NULL;
+  for (size_t i = 0; i < j->vocab_cap; i++) nj += j->vocab[i].s != NULL;
+  if (nt != nj) {
+    *err = fmt_err("%s: %zu tokens against %zu", both, nt, nj);
+    return -EINVAL;
+  }
+  for (size_t i = 0; i < j->vocab_cap; i++) {
+    const struct vocab_entry *e = &j->vocab[i];
+    if (!e->s) continue;
+    int32_t id = vocab_find(t, e->s, strlen(e->s));
+    if (id != e->id) {
+      *err = fmt_err("%s: token \"%s\" is %d in vocab.json, %d in tokenizer.json", both, e->s,
+                     (int)id, (int)e->id);
+      return -EINVAL;
+    }
+  }
+  nt = nj = 0;
+  for (size_t i = 0; i < t->merges_cap; i++) nt += t->merges[i].key != 0;
+  for (size_t i = 0; i < j->merges_cap; i++) nj += j->merges[i].key != 0;
+  if (nt != nj) {
+    *err = fmt_err("%s: %zu merges against %zu", both, nt, nj);
+    return -EINVAL;
+  }
+  for (size_t i = 0; i < j->merges_cap; i++) {
+    const struct merge_entry *e = &j->merges[i];
+    if (!e->key) continue;
+    uint64_t k = e->key - 1;
+    const struct merge_entry *f = merge_find(t, (int32_t)(k >> 32), (int32_t)(uint32_t)k);
+    if (!f || f->rank != e->rank) {
+      *err = fmt_err("%s: merge %d of tokenizer.json is %s in merges.txt", both, (int)e->rank + 1,
+                     f ? "at another line" : "missing");
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+/* Loads dir/tokenizer.json into a scratch tokenizer and checks it against t. */
+static int check_tokenizer_json(const struct tokenizer *t, const char *dir, char **err) {
+  struct tokenizer *j = calloc(1, sizeof *j);
+  char *path = fmt_err("%s/tokenizer.json", dir);
+  int rc = -ENOMEM;
+  if (j && path) {
+    pthread_mutex_init(&j->cache_lock, NULL);
+    rc = load_tokenizer_json(j, path, err);
+    if (rc == 0) rc = forms_agree(t, j, err);
+  }
+  free(path);
+  if (j) tokenizer_free(j);
+  return rc;
+}
+
 int tokenizer_load(const char *dir, struct tokenizer **out, char **err) {
   *out = NULL;
   *err = NULL;
@@ -426,6 +485,7 @@ int tokenizer_load(const char *dir, struct tokenizer **out, char **err) {
     free(path);
     if (!(path = fmt_err("%s/merges.txt", dir))) goto fail;
     if ((rc = load_merges(t, path, err))) goto fail;
+    if (file_exists(dir, "tokenizer.json") && (rc = check_tokenizer_json(t, dir, err))) goto fail;
   }
   if ((rc = load_specials(t, dir, err))) goto fail;
   for (int b = 0; b < 256; b++) {

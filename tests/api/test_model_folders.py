@@ -52,3 +52,53 @@ def test_tokenizer_saved_as_tokenizer_json_alone(tmp_path):
     assert not (folder / "tokenizer" / "vocab.json").exists()
     odd, plain = png_from(tmp_path, "tj", folder), png_from(tmp_path, "plain", MODEL)
     assert odd.shape == plain.shape and (odd == plain).all()
+
+
+def tokenizer_both_forms(tmp_path, edit=None):
+    """MODEL with tokenizer.json (from transformers 5) beside its vocab.json
+    and merges.txt; edit(tokenizer_json_dict) may change the JSON form."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODEL, folder)
+    tj = json.loads((MODEL.parent / "text" / "sd2-tokenizer-json" / "tokenizer.json").read_text())
+    if edit:
+        edit(tj)
+    (folder / "tokenizer" / "tokenizer.json").write_text(json.dumps(tj))
+    return folder
+
+
+def test_tokenizer_in_both_forms_that_agree(tmp_path):
+    """vocab.json + merges.txt and tokenizer.json together, saying the same
+    thing: the folder serves the same image as the original."""
+    folder = tokenizer_both_forms(tmp_path)
+    both, plain = png_from(tmp_path, "both", folder), png_from(tmp_path, "plain", MODEL)
+    assert both.shape == plain.shape and (both == plain).all()
+
+
+def start_refused(tmp_path, name, folder):
+    d = Daemon(tmp_path / name, extra=["--model", str(folder)])
+    try:
+        d.start()
+    except RuntimeError as e:
+        return str(e)
+    try:
+        c = Client(d, d.admin_token())
+        r = c.post("/generate", json=BODY)
+        assert r.status_code == 503, r.text
+        return r.text + d.logs()
+    finally:
+        d.stop()
+
+
+def test_tokenizer_forms_that_disagree_are_refused(tmp_path):
+    """A token with another id, a merge dropped: the model is refused and
+    the message names both files and the first difference."""
+    def swap_ids(tj):
+        v = tj["model"]["vocab"]
+        v["a</w>"], v["b</w>"] = v["b</w>"], v["a</w>"]
+
+    def drop_merge(tj):
+        tj["model"]["merges"].pop(5)
+
+    for name, edit, want in (("ids", swap_ids, 'token "'), ("merges", drop_merge, "merges against")):
+        msg = start_refused(tmp_path, name, tokenizer_both_forms(tmp_path / name, edit))
+        assert "vocab.json/merges.txt and tokenizer.json disagree" in msg and want in msg, msg
