@@ -3,7 +3,8 @@
  * model_index.json and unet/config.json must be JSON objects; the UNet
  * weights file must exist as a regular file (validated later by st_open):
  * unet/diffusion_pytorch_model.safetensors, else its ".fp16" variant.
- * Optional component folders are recorded when they are directories.
+ * Optional component folders are recorded when they are directories. A
+ * component with pickled .bin weights and no safetensors is refused.
  * Errors name the file relative to the model root, never the server path.
  */
 #include "model_dir.h"
@@ -78,6 +79,51 @@ static int model_dir_optional(struct model_dir *md, const char *rel, char **dst)
   return 0;
 }
 
+/* 1 if <root>/<rel> is a regular file. */
+static int model_dir_has_file(const struct model_dir *md, const char *rel) {
+  char *p = model_dir_path(md, rel);
+  struct stat st;
+  int ok = p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+  free(p);
+  return ok;
+}
+
+/* A component folder that holds only pickled PyTorch weights (.bin) is
+ * refused, never unpickled (loading a pickle can run arbitrary code); the
+ * message says how to convert the folder once. Returns 0 or -1 with *err. */
+static int model_dir_refuse_pickles(const struct model_dir *md, char **err) {
+  static const struct {
+    const char *dir, *safe_stem, *bin_stem;
+  } parts[] = {{"unet", "diffusion_pytorch_model", "diffusion_pytorch_model"},
+               {"vae", "diffusion_pytorch_model", "diffusion_pytorch_model"},
+               {"text_encoder", "model", "pytorch_model"},
+               {"text_encoder", "model", "model"}};
+  static const char *const safe[] = {".safetensors", ".fp16.safetensors", ".safetensors.index.json",
+                                     ".safetensors.index.fp16.json"};
+  static const char *const pickled[] = {".bin", ".fp16.bin", ".bin.index.json"};
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    char rel[256];
+    int any_safe = 0;
+    for (size_t k = 0; k < 4 && !any_safe; k++) {
+      snprintf(rel, sizeof rel, "%s/%s%s", parts[i].dir, parts[i].safe_stem, safe[k]);
+      any_safe = model_dir_has_file(md, rel);
+    }
+    for (size_t k = 0; k < 3 && !any_safe; k++) {
+      snprintf(rel, sizeof rel, "%s/%s%s", parts[i].dir, parts[i].bin_stem, pickled[k]);
+      if (model_dir_has_file(md, rel))
+        return model_dir_fail(
+            err,
+            "model folder: %s holds pickled PyTorch weights, which soupd never loads (unpickling "
+            "can run arbitrary code), and there is no .safetensors file beside it; convert the "
+            "folder once with: python3 -c \"from diffusers import DiffusionPipeline as P; "
+            "P.from_pretrained('FOLDER').save_pretrained('FOLDER-safetensors', "
+            "safe_serialization=True)\" and serve FOLDER-safetensors",
+            rel);
+    }
+  }
+  return 0;
+}
+
 int model_dir_open(const char *root, struct model_dir **out, char **err) {
   int rc = 0;
   *out = NULL;
@@ -94,6 +140,7 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
   }
   if ((rc = model_dir_read_json(md, "model_index.json", &md->model_index, err)) < 0) goto fail;
   if ((rc = model_dir_read_json(md, "unet/config.json", &md->unet_config, err)) < 0) goto fail;
+  if ((rc = model_dir_refuse_pickles(md, err)) < 0) goto fail;
   /* the fp32 file, else the fp16 variant diffusers writes with variant="fp16" */
   static const char *const weights[] = {MODEL_DIR_UNET_WEIGHTS, MODEL_DIR_UNET_WEIGHTS_FP16};
   for (size_t i = 0; i < 2 && !md->unet_weights; i++) {

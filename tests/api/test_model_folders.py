@@ -102,3 +102,21 @@ def test_tokenizer_forms_that_disagree_are_refused(tmp_path):
     for name, edit, want in (("ids", swap_ids, 'token "'), ("merges", drop_merge, "merges against")):
         msg = start_refused(tmp_path, name, tokenizer_both_forms(tmp_path / name, edit))
         assert "vocab.json/merges.txt and tokenizer.json disagree" in msg and want in msg, msg
+
+
+def test_folder_with_only_pickled_weights_is_refused(tmp_path):
+    """A component that holds only pickled .bin weights is refused at start
+    (never unpickled), and the message names the file and how to convert."""
+    for part, st_name, bin_name in (
+            ("unet", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+            ("vae", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+            ("text_encoder", "model.safetensors", "pytorch_model.bin")):
+        folder = tmp_path / part / "model"
+        shutil.copytree(MODEL, folder)
+        (folder / part / st_name).unlink()
+        # a pickle whose loading would run code: it must never be opened as one
+        (folder / part / bin_name).write_bytes(b"\x80\x04cos\nsystem\n(S'touch PWNED'\ntR.")
+        msg = start_refused(tmp_path / part, "d", folder)
+        assert f"{part}/{bin_name} holds pickled PyTorch weights" in msg, msg
+        assert "safe_serialization=True" in msg
+        assert not (tmp_path / "PWNED").exists()
