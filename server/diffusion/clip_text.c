@@ -208,6 +208,11 @@ static int read_config(const char *dir, struct clip_text_config *c, char **err) 
 }
 
 int clip_text_load(const char *dir, struct backend *be, struct clip_text **out, char **err) {
+  return clip_text_load_file(dir, NULL, be, out, err);
+}
+
+int clip_text_load_file(const char *dir, const char *weights, struct backend *be,
+                        struct clip_text **out, char **err) {
   *out = NULL;
   *err = NULL;
   struct st_file *f = NULL;
@@ -220,8 +225,8 @@ int clip_text_load(const char *dir, struct backend *be, struct clip_text **out, 
   const struct clip_text_config *c = &m->cfg;
   rc = -ENOMEM;
   if (!(m->layer = calloc((size_t)c->layers, sizeof *m->layer))) goto fail;
-  if (!(path = fmt_err("%s/model.safetensors", dir))) goto fail;
-  if ((rc = st_open(path, &f, err))) goto fail;
+  if (!(path = weights ? fmt_err("%s", weights) : fmt_err("%s/model.safetensors", dir))) goto fail;
+  if ((rc = st_open_weights(path, &f, err))) goto fail;
   /* More layers in the file than in the config would be silently ignored:
    * refuse instead (config and weights must agree). */
   char probe[96];

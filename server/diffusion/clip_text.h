@@ -32,6 +32,10 @@ struct clip_text;
  * the "text_model." prefix) and uploads the weights to be. Returns 0 or a
  * negative status with *err (malloc'd). */
 int clip_text_load(const char *dir, struct backend *be, struct clip_text **out, char **err);
+/* The same with the weights at `weights` (a safetensors file or a sharded
+ * index, see st_open_weights); NULL means the default file in dir. */
+int clip_text_load_file(const char *dir, const char *weights, struct backend *be,
+                        struct clip_text **out, char **err);
 void clip_text_free(struct clip_text *m);
 
 const struct clip_text_config *clip_text_config(const struct clip_text *m);

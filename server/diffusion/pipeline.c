@@ -128,7 +128,8 @@ int pipeline_load(const char *model_dir, struct backend *be, struct pipeline **o
     rc = wrap(err, rc, "pipeline: tokenizer");
     goto fail;
   }
-  if ((rc = clip_text_load(md->text_encoder_dir, be, &p->te, err)) < 0) {
+  if ((rc = clip_text_load_file(md->text_encoder_dir, md->text_encoder_weights, be, &p->te, err)) <
+      0) {
     rc = wrap(err, rc, "pipeline: text_encoder");
     goto fail;
   }
@@ -137,13 +138,13 @@ int pipeline_load(const char *model_dir, struct backend *be, struct pipeline **o
     rc = errf(err, -ENOMEM, "pipeline: out of memory");
     goto fail;
   }
-  rc = unet_load(unet_dir, be, &p->unet, err);
+  rc = unet_load_file(unet_dir, md->unet_weights, be, &p->unet, err);
   free(unet_dir);
   if (rc < 0) {
     rc = wrap(err, rc, "pipeline: unet");
     goto fail;
   }
-  if ((rc = vae_load(md->vae_dir, be, &p->vae, err)) < 0) {
+  if ((rc = vae_load_file(md->vae_dir, md->vae_weights, be, &p->vae, err)) < 0) {
     rc = wrap(err, rc, "pipeline: vae");
     goto fail;
   }

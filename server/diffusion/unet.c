@@ -107,7 +107,7 @@ static int load_file(struct unet *u, const char *path, const struct keymap_ldm_u
     *err = unet_strf("unet: out of memory");
     goto done;
   }
-  if (st_open(path, &f, &e) < 0) {
+  if (st_open_weights(path, &f, &e) < 0) {
     *err = unet_strf("unet: weights: %s", e ? e : "cannot open");
     goto done;
   }
@@ -192,9 +192,15 @@ int unet_new(const json_t *config, struct backend *be, struct unet **out, char *
 }
 
 int unet_load(const char *dir, struct backend *be, struct unet **out, char **err) {
+  return unet_load_file(dir, NULL, be, out, err);
+}
+
+int unet_load_file(const char *dir, const char *weights, struct backend *be, struct unet **out,
+                   char **err) {
   *out = NULL;
   char *cfg_path = unet_strf("%s/config.json", dir);
-  char *w_path = unet_strf("%s/diffusion_pytorch_model.safetensors", dir);
+  char *w_path =
+      weights ? unet_strf("%s", weights) : unet_strf("%s/diffusion_pytorch_model.safetensors", dir);
   struct unet *u = NULL;
   json_t *j = NULL;
   int rc = -1;

@@ -30,6 +30,10 @@ typedef const struct tensor *(*unet_lookup_fn)(void *ctx, const char *name);
  * is the model folder's unet/ folder). Returns 0, or a negative status with
  * *err (malloc'd, caller frees). */
 int unet_load(const char *dir, struct backend *be, struct unet **out, char **err);
+/* The same with the weights at `weights` (a safetensors file or a sharded
+ * index, see st_open_weights); NULL means dir/diffusion_pytorch_model.safetensors. */
+int unet_load_file(const char *dir, const char *weights, struct backend *be, struct unet **out,
+                   char **err);
 
 /* Builds a unet from a parsed config, without weights (bind or load them
  * before a forward). The config is not kept. */

@@ -306,6 +306,11 @@ static int parse_config(struct vae *v, const json_t *cfg, char **err) {
 }
 
 int vae_load(const char *dir, struct backend *be, struct vae **out, char **err) {
+  return vae_load_file(dir, NULL, be, out, err);
+}
+
+int vae_load_file(const char *dir, const char *weights, struct backend *be, struct vae **out,
+                  char **err) {
   *out = NULL;
   char path[4096];
   struct st_file *f = NULL;
@@ -322,10 +327,14 @@ int vae_load(const char *dir, struct backend *be, struct vae **out, char **err) 
     goto cleanup;
   }
   if (parse_config(v, cfg, err) < 0) goto cleanup;
-  snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+  if (weights)
+    snprintf(path, sizeof path, "%s", weights);
+  else
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
   char *e2 = NULL;
-  if (st_open(path, &f, &e2) < 0) {
-    vae_errf(err, "vae: diffusion_pytorch_model.safetensors: %s", e2 ? e2 : "unreadable");
+  if (st_open_weights(path, &f, &e2) < 0) {
+    const char *base = strrchr(path, '/');
+    vae_errf(err, "vae: %s: %s", base ? base + 1 : path, e2 ? e2 : "unreadable");
     free(e2);
     goto cleanup;
   }

@@ -29,6 +29,10 @@ struct vae;
 /* Loads config.json and the weights of a diffusers vae/ folder onto be.
  * A folder without encoder weights loads (decode only; vae_encode fails). */
 int vae_load(const char *dir, struct backend *be, struct vae **out, char **err);
+/* The same with the weights at `weights` (a safetensors file or a sharded
+ * index, see st_open_weights); NULL means the default file in dir. */
+int vae_load_file(const char *dir, const char *weights, struct backend *be, struct vae **out,
+                  char **err);
 void vae_free(struct vae *v);
 
 float vae_scaling_factor(const struct vae *v);

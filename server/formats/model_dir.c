@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 
 #define MODEL_DIR_UNET_WEIGHTS "unet/diffusion_pytorch_model.safetensors"
-#define MODEL_DIR_UNET_WEIGHTS_FP16 "unet/diffusion_pytorch_model.fp16.safetensors"
 
 __attribute__((format(printf, 2, 3))) static int model_dir_fail(char **err, const char *fmt, ...) {
   if (err) {
@@ -124,6 +123,25 @@ static int model_dir_refuse_pickles(const struct model_dir *md, char **err) {
   return 0;
 }
 
+/* The weights of component dir with file stem: stem.safetensors, its .fp16
+ * variant, then a sharded index (stem.safetensors.index[.fp16].json), as
+ * <root>/<dir>/<file>, or NULL when none is a regular file. *oom on
+ * allocation failure. */
+static char *model_dir_weights(const struct model_dir *md, const char *dir, const char *stem,
+                               int *oom) {
+  static const char *const tails[] = {".safetensors", ".fp16.safetensors",
+                                      ".safetensors.index.json", ".safetensors.index.fp16.json"};
+  for (size_t k = 0; k < 4; k++) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/%s%s", dir, stem, tails[k]);
+    if (!model_dir_has_file(md, rel)) continue;
+    char *p = model_dir_path(md, rel);
+    if (!p) *oom = 1;
+    return p;
+  }
+  return NULL;
+}
+
 int model_dir_open(const char *root, struct model_dir **out, char **err) {
   int rc = 0;
   *out = NULL;
@@ -141,21 +159,20 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
   if ((rc = model_dir_read_json(md, "model_index.json", &md->model_index, err)) < 0) goto fail;
   if ((rc = model_dir_read_json(md, "unet/config.json", &md->unet_config, err)) < 0) goto fail;
   if ((rc = model_dir_refuse_pickles(md, err)) < 0) goto fail;
-  /* the fp32 file, else the fp16 variant diffusers writes with variant="fp16" */
-  static const char *const weights[] = {MODEL_DIR_UNET_WEIGHTS, MODEL_DIR_UNET_WEIGHTS_FP16};
-  for (size_t i = 0; i < 2 && !md->unet_weights; i++) {
-    char *p = model_dir_path(md, weights[i]);
-    if (!p) {
-      rc = model_dir_fail(err, "out of memory");
-      goto fail;
-    }
-    if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
-      md->unet_weights = p;
-    else
-      free(p);
+  int oom = 0;
+  md->unet_weights = model_dir_weights(md, "unet", "diffusion_pytorch_model", &oom);
+  if (md->unet_weights && strstr(md->unet_weights, ".index.")) {
+    rc = model_dir_fail(err,
+                        "model folder: %s: sharded UNet weights are not supported yet (the soup "
+                        "reads the base UNet as one file); save the UNet unsharded (diffusers: "
+                        "save_pretrained(..., max_shard_size=\"100GB\"))",
+                        md->unet_weights + strlen(md->root) +
+                            (md->root[strlen(md->root) - 1] != '/'));
+    goto fail;
   }
   if (!md->unet_weights) {
-    rc = model_dir_fail(err, "model folder: %s: missing or not a regular file",
+    rc = model_dir_fail(err,
+                        oom ? "out of memory" : "model folder: %s: missing or not a regular file",
                         MODEL_DIR_UNET_WEIGHTS);
     goto fail;
   }
@@ -163,6 +180,13 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
       model_dir_optional(md, "vae", &md->vae_dir) < 0 ||
       model_dir_optional(md, "tokenizer", &md->tokenizer_dir) < 0 ||
       model_dir_optional(md, "scheduler", &md->scheduler_dir) < 0) {
+    rc = model_dir_fail(err, "out of memory");
+    goto fail;
+  }
+  if (md->vae_dir) md->vae_weights = model_dir_weights(md, "vae", "diffusion_pytorch_model", &oom);
+  if (md->text_encoder_dir)
+    md->text_encoder_weights = model_dir_weights(md, "text_encoder", "model", &oom);
+  if (oom) {
     rc = model_dir_fail(err, "out of memory");
     goto fail;
   }
@@ -179,6 +203,8 @@ void model_dir_close(struct model_dir *md) {
   json_decref(md->model_index);
   json_decref(md->unet_config);
   free(md->unet_weights);
+  free(md->vae_weights);
+  free(md->text_encoder_weights);
   free(md->text_encoder_dir);
   free(md->vae_dir);
   free(md->tokenizer_dir);

@@ -2,7 +2,10 @@
  * checkpoint): model_index.json, unet/config.json and
  * unet/diffusion_pytorch_model.safetensors are required; the paths of
  * text_encoder/, vae/, tokenizer/ and scheduler/ are noted when present.
- * The UNet's .fp16.safetensors variant is used when the plain file is absent.
+ * Each component's weights are its plain .safetensors file, else the .fp16
+ * variant, else a sharded index (*.safetensors.index[.fp16].json, opened
+ * with st_open_weights); a sharded UNet is refused (the soup reads the base
+ * UNet as one file), and so is a component with only pickled .bin weights.
  *
  * Invariants after model_dir_open succeeds: model_index and unet_config are
  * JSON objects (owned by the struct); unet_weights names an existing regular
@@ -15,14 +18,16 @@
 #include <jansson.h>
 
 struct model_dir {
-  char *root;             /* the folder given to model_dir_open (copied) */
-  json_t *model_index;    /* model_index.json, an object */
-  json_t *unet_config;    /* unet/config.json, an object */
-  char *unet_weights;     /* <root>/unet/diffusion_pytorch_model[.fp16].safetensors */
-  char *text_encoder_dir; /* <root>/text_encoder or NULL */
-  char *vae_dir;          /* <root>/vae or NULL */
-  char *tokenizer_dir;    /* <root>/tokenizer or NULL */
-  char *scheduler_dir;    /* <root>/scheduler or NULL */
+  char *root;                 /* the folder given to model_dir_open (copied) */
+  json_t *model_index;        /* model_index.json, an object */
+  json_t *unet_config;        /* unet/config.json, an object */
+  char *unet_weights;         /* <root>/unet/diffusion_pytorch_model[.fp16].safetensors */
+  char *vae_weights;          /* vae/'s weights (file or index), or NULL: none found */
+  char *text_encoder_weights; /* text_encoder/'s weights (file or index), or NULL */
+  char *text_encoder_dir;     /* <root>/text_encoder or NULL */
+  char *vae_dir;              /* <root>/vae or NULL */
+  char *tokenizer_dir;        /* <root>/tokenizer or NULL */
+  char *scheduler_dir;        /* <root>/scheduler or NULL */
 };
 
 /* Opens and validates the folder. Returns 0, or a negative status with *err

@@ -162,6 +162,12 @@ void st_close(struct st_file *f) {
   free(f->tensors);
   json_decref(f->metadata);
   if (f->mapped && f->base && f->size) munmap((void *)f->base, f->size);
+  for (size_t i = 0; i < f->n_parts; i++) {
+    st_close(f->parts[i]);
+    free(f->part_paths[i]);
+  }
+  free(f->parts);
+  free(f->part_paths);
   free(f);
 }
 

@@ -54,6 +54,11 @@ struct st_file {
   const uint8_t *base; /* whole file bytes */
   size_t size;
   int mapped; /* 1 if base is an mmap owned by the file */
+  /* Sharded weights (st_open_index): the part files, in file-name order,
+   * that own the tensor data; base is NULL then. */
+  size_t n_parts;
+  struct st_file **parts;
+  char **part_paths;
 };
 
 /* Negative statuses of st_parse/st_open (one per error class; the message
@@ -87,6 +92,16 @@ int st_parse_limit(const uint8_t *buf, size_t len, uint64_t max_header, struct s
                    char **err);
 int st_open_limit(const char *path, uint64_t max_header, struct st_file **out, char **err);
 void st_close(struct st_file *f);
+/* Sharded weights as transformers and diffusers save them: an index JSON
+ * ({"weight_map": {tensor: part file}}) beside its part files. Opens every
+ * part and presents their tensors as one file. Refused (ST_E_ENTRY with the
+ * names): a part outside the index's folder, a tensor in two parts, a part
+ * holding a tensor the index puts elsewhere or does not list, a listed
+ * tensor missing from its part. At most ST_MAX_PARTS parts. */
+#define ST_MAX_PARTS 256
+int st_open_index(const char *index_path, struct st_file **out, char **err);
+/* st_open_index for a path ending in ".json", else st_open. */
+int st_open_weights(const char *path, struct st_file **out, char **err);
 
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
 size_t st_dtype_size(enum st_dtype dt);

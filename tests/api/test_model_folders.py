@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from conftest import MODEL, Client, Daemon
+from conftest import MODEL, Client, Daemon, st_bytes, st_read
 
 BODY = {"prompt": "a red circle", "seed": 7, "steps": 4, "width": 64, "height": 64}
 
@@ -120,3 +120,61 @@ def test_folder_with_only_pickled_weights_is_refused(tmp_path):
         assert f"{part}/{bin_name} holds pickled PyTorch weights" in msg, msg
         assert "safe_serialization=True" in msg
         assert not (tmp_path / "PWNED").exists()
+
+
+def shard_weights(folder, part, stem, n=2, edit=None):
+    """Replaces <part>/<stem>.safetensors by n part files and the index
+    transformers and diffusers write; edit(weight_map) may spoil the index."""
+    src = folder / part / f"{stem}.safetensors"
+    tensors, _ = st_read(src)
+    names = sorted(tensors)
+    weight_map = {}
+    for i in range(n):
+        fname = f"{stem}-{i + 1:05d}-of-{n:05d}.safetensors"
+        mine = {k: tensors[k] for k in names[i::n]}
+        (folder / part / fname).write_bytes(st_bytes(mine))
+        weight_map.update({k: fname for k in mine})
+    if edit:
+        edit(weight_map)
+    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
+             "weight_map": weight_map}
+    (folder / part / f"{stem}.safetensors.index.json").write_text(json.dumps(index))
+    src.unlink()
+
+
+def test_sharded_text_encoder_and_vae_weights(tmp_path):
+    """text_encoder/model.safetensors.index.json and
+    vae/diffusion_pytorch_model.safetensors.index.json with their parts: the
+    folder serves the same image as the unsharded one."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODEL, folder)
+    shard_weights(folder, "text_encoder", "model", n=3)
+    shard_weights(folder, "vae", "diffusion_pytorch_model")
+    sharded, plain = png_from(tmp_path, "sharded", folder), png_from(tmp_path, "plain", MODEL)
+    assert sharded.shape == plain.shape and (sharded == plain).all()
+
+
+def test_bad_shard_indexes_and_a_sharded_unet_are_refused(tmp_path):
+    def outside(m):
+        m[next(iter(m))] = "../model.safetensors"
+
+    def missing(m):
+        m["text_model.not_there.weight"] = next(iter(m.values()))
+
+    def unlisted(m):
+        del m[next(iter(m))]
+
+    cases = (("outside", outside, "not a .safetensors file name in the index's folder"),
+             ("missing", missing, "is listed in the index but missing"),
+             ("unlisted", unlisted, "which the index does not list"))
+    for name, edit, want in cases:
+        folder = tmp_path / name / "model"
+        shutil.copytree(MODEL, folder)
+        shard_weights(folder, "text_encoder", "model", edit=edit)
+        msg = start_refused(tmp_path / name, "d", folder)
+        assert want in msg, (name, msg)
+    folder = tmp_path / "unet" / "model"
+    shutil.copytree(MODEL, folder)
+    shard_weights(folder, "unet", "diffusion_pytorch_model")
+    msg = start_refused(tmp_path / "unet", "d", folder)
+    assert "sharded UNet weights are not supported yet" in msg, msg
