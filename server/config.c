@@ -42,6 +42,9 @@ static const struct opt opts[] = {
     A(listen, "127.0.0.1:8600", "address and port to listen on (loopback by default)"),
     S(data_dir, "./var", "registry, shard store, admin token"),
     S(model, "", "base model folder (diffusers layout); empty = the embedded default model"),
+    S(variant, "",
+      "weights variant to read, as diffusers' variant= (e.g. fp16: *.fp16.safetensors); empty = "
+      "the plain files"),
     D(device, "auto", "auto | cpu | cuda[:N]"),
     E(log_level, "debug|info|warn|error", "info", "debug | info | warn | error"),
     S(import_dirs, "", "colon-separated directories admins may register shards from by path"),

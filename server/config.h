@@ -14,6 +14,7 @@ struct config {
   char listen[128]; /* ADDR:PORT */
   char data_dir[1024];
   char model[1024]; /* "" = the embedded default model */
+  char variant[64]; /* weights variant ("fp16"), "" = the plain files */
   char device[32];  /* auto | cpu | cuda[:N] */
   char log_level[16];
   char import_dirs[2048]; /* colon-separated absolute directories */

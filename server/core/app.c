@@ -330,7 +330,7 @@ int app_open(struct app *a, char **err) {
   log_info("registry %s open (WAL, synchronous=FULL)", a->db_path);
   if (app_first_admin_token(a, err) != 0) return -1;
 
-  if (model_dir_open(a->model_root, &a->model, err) != 0) return -1;
+  if (model_dir_open_variant(a->model_root, a->cfg.variant, &a->model, err) != 0) return -1;
   if (st_open(a->model->unet_weights, &a->base, err) != 0) return -1;
   if (file_sha256(a->model->unet_weights, a->base_sha256) != 0) {
     *err = strdup("cannot read the base UNet");
@@ -353,7 +353,7 @@ int app_open(struct app *a, char **err) {
   }
   if (app_soup_rebuild(a, restored, err) != 0) return -1;
   char *e2 = NULL;
-  if (pipeline_load(a->model_root, a->be, &a->pipe, &e2) != 0) {
+  if (pipeline_load_dir(a->model, a->be, &a->pipe, &e2) != 0) {
     log_warn("the model cannot generate images (%s); /generate answers 503", e2 ? e2 : "?");
     free(e2);
     a->pipe = NULL;

@@ -108,14 +108,20 @@ static void sched_config_fixups(struct pipeline *p) {
 int pipeline_load(const char *model_dir, struct backend *be, struct pipeline **out, char **err) {
   *out = NULL;
   struct model_dir *md = NULL;
+  int rc = model_dir_open(model_dir, &md, err);
+  if (rc < 0) return wrap(err, rc, "pipeline: model folder");
+  rc = pipeline_load_dir(md, be, out, err);
+  model_dir_close(md);
+  return rc;
+}
+
+int pipeline_load_dir(const struct model_dir *md, struct backend *be, struct pipeline **out,
+                      char **err) {
+  *out = NULL;
   struct pipeline *p = calloc(1, sizeof *p);
   int rc = 0;
   if (!p) return errf(err, -ENOMEM, "pipeline: out of memory");
   p->be = be;
-  if ((rc = model_dir_open(model_dir, &md, err)) < 0) {
-    rc = wrap(err, rc, "pipeline: model folder");
-    goto fail;
-  }
   if (!md->tokenizer_dir || !md->text_encoder_dir || !md->vae_dir || !md->scheduler_dir) {
     rc = errf(err, -ENOENT, "pipeline: model folder lacks %s/",
               !md->tokenizer_dir      ? "tokenizer"
@@ -169,11 +175,9 @@ int pipeline_load(const char *model_dir, struct backend *be, struct pipeline **o
               unet_cross_attention_dim(p->unet), p->text_dim);
     goto fail;
   }
-  model_dir_close(md);
   *out = p;
   return 0;
 fail:
-  model_dir_close(md);
   pipeline_free(p);
   return rc;
 }

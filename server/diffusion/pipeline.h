@@ -61,6 +61,10 @@ struct gen_timings {
  * scheduler/scheduler_config.json onto be (borrowed: it must outlive the
  * pipeline). Returns 0, or a negative status with *err (malloc'd). */
 int pipeline_load(const char *model_dir, struct backend *be, struct pipeline **out, char **err);
+/* The same from an open model folder (its variant's weights); md is not kept. */
+struct model_dir;
+int pipeline_load_dir(const struct model_dir *md, struct backend *be, struct pipeline **out,
+                      char **err);
 void pipeline_free(struct pipeline *p);
 
 /* Binds the UNet to an external weight set (see unet_bind_weights); a failed

@@ -123,15 +123,26 @@ static int model_dir_refuse_pickles(const struct model_dir *md, char **err) {
   return 0;
 }
 
-/* The weights of component dir with file stem: stem.safetensors, its .fp16
- * variant, then a sharded index (stem.safetensors.index[.fp16].json), as
- * <root>/<dir>/<file>, or NULL when none is a regular file. *oom on
- * allocation failure. */
+/* The weights of component dir with file stem. Without a variant:
+ * stem.safetensors, its .fp16 variant, then a sharded index
+ * (stem.safetensors.index[.fp16].json); with variant v only stem.v.safetensors
+ * or stem.safetensors.index.v.json, as diffusers' variant= reads them.
+ * Returns <root>/<dir>/<file>, or NULL when none is a regular file (*oom on
+ * allocation failure). */
 static char *model_dir_weights(const struct model_dir *md, const char *dir, const char *stem,
                                int *oom) {
-  static const char *const tails[] = {".safetensors", ".fp16.safetensors",
-                                      ".safetensors.index.json", ".safetensors.index.fp16.json"};
-  for (size_t k = 0; k < 4; k++) {
+  char tails[4][80];
+  int nt = 0;
+  if (md->variant) {
+    snprintf(tails[nt++], sizeof tails[0], ".%s.safetensors", md->variant);
+    snprintf(tails[nt++], sizeof tails[0], ".safetensors.index.%s.json", md->variant);
+  } else {
+    snprintf(tails[nt++], sizeof tails[0], ".safetensors");
+    snprintf(tails[nt++], sizeof tails[0], ".fp16.safetensors");
+    snprintf(tails[nt++], sizeof tails[0], ".safetensors.index.json");
+    snprintf(tails[nt++], sizeof tails[0], ".safetensors.index.fp16.json");
+  }
+  for (int k = 0; k < nt; k++) {
     char rel[256];
     snprintf(rel, sizeof rel, "%s/%s%s", dir, stem, tails[k]);
     if (!model_dir_has_file(md, rel)) continue;
@@ -142,7 +153,32 @@ static char *model_dir_weights(const struct model_dir *md, const char *dir, cons
   return NULL;
 }
 
+/* A variant is a short file-name word: letters, digits, '_' and '-'. */
+static int variant_ok(const char *v) {
+  size_t n = strlen(v);
+  if (n < 1 || n > 32) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+          (v[i] >= '0' && v[i] <= '9') || v[i] == '_' || v[i] == '-'))
+      return 0;
+  return 1;
+}
+
+/* With a variant, a present component without its variant weights is an
+ * error naming the file diffusers would read. */
+static int model_dir_need_variant(const struct model_dir *md, const char *dir, const char *stem,
+                                  const char *found, char **err) {
+  if (!md->variant || found) return 0;
+  return model_dir_fail(err, "model folder: %s/%s.%s.safetensors: missing (--variant %s)", dir,
+                        stem, md->variant, md->variant);
+}
+
 int model_dir_open(const char *root, struct model_dir **out, char **err) {
+  return model_dir_open_variant(root, NULL, out, err);
+}
+
+int model_dir_open_variant(const char *root, const char *variant, struct model_dir **out,
+                           char **err) {
   int rc = 0;
   *out = NULL;
   if (err) *err = NULL;
@@ -150,6 +186,17 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
   if (!md || !(md->root = strdup(root))) {
     rc = model_dir_fail(err, "out of memory");
     goto fail;
+  }
+  if (variant && variant[0]) {
+    if (!variant_ok(variant)) {
+      rc = model_dir_fail(err, "variant: \"%.40s\" is not a file-name word (letters, digits, _ -)",
+                          variant);
+      goto fail;
+    }
+    if (!(md->variant = strdup(variant))) {
+      rc = model_dir_fail(err, "out of memory");
+      goto fail;
+    }
   }
   struct stat st;
   if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -170,6 +217,9 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
                             (md->root[strlen(md->root) - 1] != '/'));
     goto fail;
   }
+  if ((rc = model_dir_need_variant(md, "unet", "diffusion_pytorch_model", md->unet_weights, err)) <
+      0)
+    goto fail;
   if (!md->unet_weights) {
     rc = model_dir_fail(err,
                         oom ? "out of memory" : "model folder: %s: missing or not a regular file",
@@ -190,6 +240,12 @@ int model_dir_open(const char *root, struct model_dir **out, char **err) {
     rc = model_dir_fail(err, "out of memory");
     goto fail;
   }
+  if (md->vae_dir &&
+      (rc = model_dir_need_variant(md, "vae", "diffusion_pytorch_model", md->vae_weights, err)) < 0)
+    goto fail;
+  if (md->text_encoder_dir &&
+      (rc = model_dir_need_variant(md, "text_encoder", "model", md->text_encoder_weights, err)) < 0)
+    goto fail;
   *out = md;
   return 0;
 fail:
@@ -200,6 +256,7 @@ fail:
 void model_dir_close(struct model_dir *md) {
   if (!md) return;
   free(md->root);
+  free(md->variant);
   json_decref(md->model_index);
   json_decref(md->unet_config);
   free(md->unet_weights);

@@ -19,6 +19,7 @@
 
 struct model_dir {
   char *root;                 /* the folder given to model_dir_open (copied) */
+  char *variant;              /* the weights variant ("fp16"), or NULL */
   json_t *model_index;        /* model_index.json, an object */
   json_t *unet_config;        /* unet/config.json, an object */
   char *unet_weights;         /* <root>/unet/diffusion_pytorch_model[.fp16].safetensors */
@@ -33,6 +34,12 @@ struct model_dir {
 /* Opens and validates the folder. Returns 0, or a negative status with *err
  * (malloc'd, caller frees) saying which file is missing or invalid. */
 int model_dir_open(const char *root, struct model_dir **out, char **err);
+/* The same reading only the weights of a variant (diffusers' variant=, e.g.
+ * "fp16": stem.fp16.safetensors or stem.safetensors.index.fp16.json) for
+ * unet/, vae/ and text_encoder/; a component without them is an error.
+ * variant NULL or "" is model_dir_open. */
+int model_dir_open_variant(const char *root, const char *variant, struct model_dir **out,
+                           char **err);
 void model_dir_close(struct model_dir *md);
 
 /* "<root>/<rel>", malloc'd (caller frees); NULL on allocation failure. */

@@ -178,3 +178,40 @@ def test_bad_shard_indexes_and_a_sharded_unet_are_refused(tmp_path):
     shard_weights(folder, "unet", "diffusion_pytorch_model")
     msg = start_refused(tmp_path / "unet", "d", folder)
     assert "sharded UNet weights are not supported yet" in msg, msg
+
+
+def test_weights_variant(tmp_path):
+    """--variant fp16 reads unet/, vae/ and text_encoder/ weights from
+    *.fp16.safetensors (diffusers' variant=), ignoring the plain files; a
+    component without its variant file, or a variant that is not a file-name
+    word, is refused naming it."""
+    folder = tmp_path / "model"
+    shutil.copytree(MODEL, folder)
+    for part, stem in (("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                       ("text_encoder", "model")):
+        plain = folder / part / f"{stem}.safetensors"
+        plain.rename(folder / part / f"{stem}.fp16.safetensors")
+        plain.write_bytes(b"not safetensors: must not be read with --variant fp16")
+    d = Daemon(tmp_path / "v", extra=["--model", str(folder), "--variant", "fp16"]).start()
+    try:
+        c = Client(d, d.admin_token())
+        r = c.post("/generate", json=BODY, headers={"Accept": "image/png"})
+        assert r.status_code == 200, r.text
+        got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    finally:
+        d.stop()
+    want = png_from(tmp_path, "plain", MODEL)
+    assert got.shape == want.shape and (got == want).all()
+    (folder / "vae" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    d = Daemon(tmp_path / "m", extra=["--model", str(folder), "--variant", "fp16"])
+    try:
+        d.start()
+        assert False, "started without the vae's variant weights"
+    except RuntimeError as e:
+        assert "vae/diffusion_pytorch_model.fp16.safetensors: missing (--variant fp16)" in str(e)
+    d = Daemon(tmp_path / "b", extra=["--model", str(folder), "--variant", "../x"])
+    try:
+        d.start()
+        assert False, "started with a bad variant"
+    except RuntimeError as e:
+        assert "is not a file-name word" in str(e)
