@@ -199,6 +199,16 @@ int model_dir_open_variant(const char *root, const char *variant, struct model_d
     }
   }
   struct stat st;
+  size_t rl = strlen(root);
+  int single =
+      rl > 12 && (!strcmp(root + rl - 12, ".safetensors") || !strcmp(root + rl - 5, ".ckpt"));
+  if (single && stat(root, &st) == 0 && S_ISREG(st.st_mode)) {
+    rc = model_dir_fail(
+        err, "model: single-file checkpoints are not served yet; convert it once to a folder with "
+             "diffusers: python3 -c \"from diffusers import StableDiffusionPipeline as P; "
+             "P.from_single_file('FILE').save_pretrained('FOLDER')\" and pass --model FOLDER");
+    goto fail;
+  }
   if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
     rc = model_dir_fail(err, "model folder: not found or not a directory");
     goto fail;

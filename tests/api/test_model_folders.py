@@ -215,3 +215,12 @@ def test_weights_variant(tmp_path):
         assert False, "started with a bad variant"
     except RuntimeError as e:
         assert "is not a file-name word" in str(e)
+
+
+def test_single_file_checkpoint_is_refused_with_the_conversion(tmp_path):
+    """Single-file checkpoints are not served yet: the start says so and how
+    to convert, instead of "not a directory"."""
+    f = tmp_path / "model.safetensors"
+    shutil.copy(MODEL / "unet" / "diffusion_pytorch_model.safetensors", f)
+    msg = start_refused(tmp_path, "d", f)
+    assert "single-file checkpoints are not served yet" in msg and "from_single_file" in msg, msg
