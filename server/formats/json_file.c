@@ -47,10 +47,24 @@ static size_t quote_nonfinite(const char *src, size_t n, char *dst) {
   return o;
 }
 
+json_t *json_file_loadb(const char *buf, size_t n, size_t flags, json_error_t *je) {
+  char *dst = n <= JSON_FILE_MAX ? malloc(2 * n + 1) : NULL;
+  if (!dst) {
+    if (je) {
+      snprintf(je->text, sizeof je->text, "out of memory (or over %u MiB)", JSON_FILE_MAX >> 20);
+      je->line = 0;
+    }
+    return NULL;
+  }
+  json_t *j = json_loadb(dst, quote_nonfinite(buf, n, dst), flags, je);
+  free(dst);
+  return j;
+}
+
 json_t *json_file_load(const char *path, size_t flags, json_error_t *je) {
   FILE *f = fopen(path, "rb");
   if (!f) return json_load_file(path, flags, je); /* jansson's own message */
-  char *src = NULL, *dst = NULL;
+  char *src = NULL;
   json_t *j = NULL;
   size_t n = 0;
   if (fseek(f, 0, SEEK_END) == 0) {
@@ -58,12 +72,10 @@ json_t *json_file_load(const char *path, size_t flags, json_error_t *je) {
     if (len >= 0 && (unsigned long)len <= JSON_FILE_MAX && fseek(f, 0, SEEK_SET) == 0) {
       n = (size_t)len;
       src = malloc(n + 1);
-      dst = malloc(2 * n + 1);
     }
   }
-  if (src && dst && fread(src, 1, n, f) == n) {
-    size_t m = quote_nonfinite(src, n, dst);
-    j = json_loadb(dst, m, flags, je);
+  if (src && fread(src, 1, n, f) == n) {
+    j = json_file_loadb(src, n, flags, je);
   } else if (je) {
     snprintf(je->text, sizeof je->text, "cannot read the file (or it exceeds %u MiB)",
              JSON_FILE_MAX >> 20);
@@ -71,7 +83,6 @@ json_t *json_file_load(const char *path, size_t flags, json_error_t *je) {
   }
   fclose(f);
   free(src);
-  free(dst);
   return j;
 }
 
