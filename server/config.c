@@ -117,8 +117,9 @@ int config_device_parse(const char *dev, int *gpu) {
 /* "one of a, b, c" from "a|b|c"; 1 if v is one of them. */
 static int enum_has(const char *choices, const char *v) {
   size_t n = strlen(v);
+  if (!n || strchr(v, '|')) return 0; /* one choice, never a run of them */
   for (const char *p = choices; p; p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL)
-    if (strncmp(p, v, n) == 0 && (p[n] == '|' || p[n] == 0) && n) return 1;
+    if (strncmp(p, v, n) == 0 && (p[n] == '|' || p[n] == 0)) return 1;
   return 0;
 }
 

@@ -30,6 +30,7 @@ def test_typed_options_are_refused_before_the_port_opens(tmp_path):
     busy.listen()  # a daemon that got as far as listening would fail differently
     cases = (("--log-level", "verbose", "debug, info, warn, error"),
              ("--infer-dtype", "F8", "auto, F32, F16, BF16"),
+             ("--log-level", "warn|error", "debug, info, warn, error"),  # found by fuzz_config
              ("--listen", "127.0.0.1:99999", "IPV4:PORT"),
              ("--listen", "nowhere", "IPV4:PORT"),
              ("--device", "cuda:-1", "auto, cpu or cuda[:N]"),

@@ -17,14 +17,7 @@
 #include <netinet/in.h>
 
 #include "server/config.h"
-
-#define CHECK(c)                                                                                   \
-  do {                                                                                             \
-    if (!(c)) {                                                                                    \
-      fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__);                           \
-      abort();                                                                                     \
-    }                                                                                              \
-  } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 #define TERMINATED(f) CHECK(memchr(c.f, 0, sizeof c.f) != NULL)
 

@@ -15,14 +15,7 @@
 #include <string.h>
 
 #include "server/formats/safetensors.h"
-
-#define CHECK(c)                                                                                   \
-  do {                                                                                             \
-    if (!(c)) {                                                                                    \
-      fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__);                           \
-      abort();                                                                                     \
-    }                                                                                              \
-  } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 static size_t nbytes(const struct st_tensor *t) {
   return (size_t)(t->end - t->begin);

@@ -14,14 +14,7 @@
 #include <string.h>
 
 #include "server/diffusion/tokenizer.h"
-
-#define CHECK(c)                                                                                   \
-  do {                                                                                             \
-    if (!(c)) {                                                                                    \
-      fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__);                           \
-      abort();                                                                                     \
-    }                                                                                              \
-  } while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 static struct tokenizer *tok;
 
