@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "http/server.h"
 #include "log.h"
+#include "proofs/cli.h"
 #include "registry/registry.h"
 #include "kernels/backends.h"
 #include "version.h"
@@ -32,6 +33,8 @@ static void usage(FILE *f) {
              "        [--device auto|cpu|cuda[:N]] [--log-level LEVEL] [--<option> VALUE ...]\n"
              "  soupd token create --data-dir DIR --role admin|provider|client [--provider NAME]\n"
              "  soupd tokenize --model DIR TEXT\n"
+             "  soupd key rotate --data-dir DIR\n"
+             "  soupd verify-receipt FILE (--key PUBKEY | --keys KEYS_JSON | --data-dir DIR)\n"
              "  soupd version\n"
              "  soupd config        print every option with its default\n");
 }
@@ -216,5 +219,8 @@ int main(int argc, char **argv) {
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return cmd_token(argc, argv);
   if (argc > 1 && strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "key") == 0) return proofs_cli_key(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "verify-receipt") == 0)
+    return proofs_cli_verify_receipt(argc, argv);
   return cmd_serve(argc, argv);
 }

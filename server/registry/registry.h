@@ -219,6 +219,15 @@ int registry_event_append(struct registry *r, const struct registry_event *ev, i
 int registry_event_list(struct registry *r, int64_t since_id, int64_t limit, json_t **out,
                         char **err);
 
+/* ---- receipts (schema 0002; append-only) ---- */
+
+/* Stores a signed receipt of a change to shard_id recorded by event_id;
+ * inside the change's transaction. */
+int registry_receipt_insert(struct registry *r, int64_t shard_id, int64_t event_id,
+                            const json_t *body, char **err);
+/* The receipts of shard_id, oldest first, as a JSON array (empty when none). */
+int registry_receipt_list(struct registry *r, int64_t shard_id, json_t **out, char **err);
+
 /* ---- soup versions (append-only; versions strictly increase) ---- */
 
 struct registry_soup_version {
