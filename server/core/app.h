@@ -166,3 +166,12 @@ struct app_receipt_in {
 /* Builds and signs the receipt and stores it in the registry (inside the
  * change's transaction); *out gets it. A registry status, or -1 and *err. */
 int app_receipt_commit(struct app *a, const struct app_receipt_in *in, json_t **out, char **err);
+/* Signs the chain head (event_id, the change's own event) at a soup change
+ * and stores it (checkpoints.c); inside the change's transaction. */
+int app_checkpoint_commit(struct app *a, int64_t event_id, int64_t version, const char *soup_hash,
+                          char **err);
+/* The audit log's chain (registry_event_chain_verify) plus its signed
+ * checkpoints checked with `keys` (an array as GET /keys lists): adds
+ * "checkpoints" (count) and "checkpoint_problem" (null or a sentence). For
+ * the daemon and for `soupd audit verify`, which passes its own registry. */
+int app_audit_verify(struct registry *reg, const json_t *keys, json_t **out, char **err);

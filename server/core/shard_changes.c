@@ -95,6 +95,7 @@ static int commit_change(struct commit_ctx *c, int (*change)(void *), void *arg,
     rc = registry_soup_version_insert(c->a->reg, (int64_t)c->v_after, c->hash_after, event_id,
                                       members, &err);
   json_decref(members);
+  if (rc == 0) rc = app_checkpoint_commit(c->a, event_id, (int64_t)c->v_after, c->hash_after, &err);
   if (rc == 0 && c->receipt_action) {
     struct app_receipt_in ri = {.action = c->receipt_action,
                                 .shard_id = *c->shard_id,
