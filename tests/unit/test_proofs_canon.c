@@ -2,7 +2,7 @@
  * example, string escapes, nesting, refusal of reals), and Ed25519 keys:
  * created 0600, signing and checking signed objects, any changed byte or
  * another key failing, rotation keeping old signatures valid, loose
- * permissions refused. */
+ * permissions refused; the audit chain's link hash. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "proofs/canon.h"
+#include "proofs/chain.h"
 #include "proofs/keys.h"
 #include "proofs/receipt.h"
 
@@ -116,11 +117,29 @@ static void test_keys_sign_verify_rotate(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* The chain hash tells NULL from "", depends on the previous hash and on
+ * where field boundaries fall. */
+static void test_chain_hash(void **state) {
+  const char *a[] = {"x", NULL, "y"}, *b[] = {"x", "", "y"}, *c[] = {"xy", NULL, ""};
+  char ha[65], hb[65], hc[65], ha2[65], hp[65];
+  proofs_chain_hash(PROOFS_CHAIN_GENESIS, a, 3, ha);
+  proofs_chain_hash(PROOFS_CHAIN_GENESIS, a, 3, ha2);
+  proofs_chain_hash(PROOFS_CHAIN_GENESIS, b, 3, hb);
+  proofs_chain_hash(PROOFS_CHAIN_GENESIS, c, 3, hc);
+  proofs_chain_hash(ha, a, 3, hp);
+  assert_string_equal(ha, ha2);
+  assert_int_equal(strlen(ha), 64);
+  assert_string_not_equal(ha, hb);
+  assert_string_not_equal(ha, hc);
+  assert_string_not_equal(ha, hp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rfc8785_sorting),
       cmocka_unit_test(test_strings_and_nesting),
       cmocka_unit_test(test_keys_sign_verify_rotate),
+      cmocka_unit_test(test_chain_hash),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
