@@ -4,10 +4,13 @@
 # in name order, each NUL-terminated. Regenerated when any input changes.
 function(soupd_embed name out files)
   list(SORT files)
+  # a list's ';' would end the shell command: pass the names '|'-separated
+  string(REPLACE ";" "|" files_arg "${files}")
   add_custom_command(
     OUTPUT ${out}
-    COMMAND ${CMAKE_COMMAND} -DNAME=${name} -DOUT=${out} "-DFILES=${files}"
+    COMMAND ${CMAKE_COMMAND} -DNAME=${name} -DOUT=${out} "-DFILES=${files_arg}"
             -P ${CMAKE_SOURCE_DIR}/cmake/embed_gen.cmake
     DEPENDS ${files} ${CMAKE_SOURCE_DIR}/cmake/embed_gen.cmake
-    COMMENT "Embedding ${name}")
+    COMMENT "Embedding ${name}"
+    VERBATIM)
 endfunction()

@@ -10,7 +10,7 @@ set -euo pipefail
 
 RUN_PKGS=(build-essential cmake pkg-config
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libopenblas-dev libpng-dev
-  curl ca-certificates)
+  curl ca-certificates openssl)
 TEST_PKGS=(libcmocka-dev clang libclang-rt-14-dev sqlite3 python3 python3-pip python3-pytest
   python3-requests python3-numpy python3-pil python3-yaml)
 

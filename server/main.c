@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "http/server.h"
 #include "log.h"
+#include "proofs/cli.h"
 #include "registry/registry.h"
 #include "kernels/backends.h"
 #include "version.h"
@@ -32,6 +33,9 @@ static void usage(FILE *f) {
              "        [--device auto|cpu|cuda[:N]] [--log-level LEVEL] [--<option> VALUE ...]\n"
              "  soupd token create --data-dir DIR --role admin|provider|client [--provider NAME]\n"
              "  soupd tokenize --model DIR TEXT\n"
+             "  soupd key rotate --data-dir DIR\n"
+             "  soupd audit verify --data-dir DIR\n"
+             "  soupd verify-receipt FILE (--key PUBKEY | --keys KEYS_JSON | --data-dir DIR)\n"
              "  soupd version\n"
              "  soupd config        print every option with its default\n");
 }
@@ -84,6 +88,65 @@ static int cmd_token(int argc, char **argv) {
   free(tok);
   registry_close(reg);
   return 0;
+}
+
+/* soupd audit verify --data-dir DIR: walks the audit log's hash chain in the
+ * SQLite file (no daemon needed); exit 1 at the first broken link. */
+static int cmd_audit(int argc, char **argv) {
+  const char *dir = "./var", *v;
+  if (argc < 3 || strcmp(argv[2], "verify") != 0) {
+    usage(stderr);
+    return 2;
+  }
+  for (int i = 3; i < argc; i++) {
+    if ((v = flag_value(argc, argv, &i, "--data-dir")))
+      dir = v;
+    else {
+      fprintf(stderr, "soupd audit verify: unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  char path[1100];
+  snprintf(path, sizeof path, "%s/soupd.db", dir);
+  struct registry *reg = NULL;
+  char *err = NULL;
+  json_t *out = NULL;
+  char kpath[1200];
+  snprintf(kpath, sizeof kpath, "%s/keys/keys.json", dir);
+  json_t *keys = json_load_file(kpath, 0, NULL); /* the public keys; NULL: none yet */
+  if (registry_open(path, &reg, &err) != 0 ||
+      app_audit_verify(reg, json_object_get(keys, "keys"), &out, &err) != 0) {
+    json_decref(keys);
+    fprintf(stderr, "soupd audit verify: %s\n", err ? err : "failed");
+    free(err);
+    registry_close(reg);
+    return 1;
+  }
+  registry_close(reg);
+  json_decref(keys);
+  json_t *broken = json_object_get(out, "first_broken");
+  const char *cp_problem = json_string_value(json_object_get(out, "checkpoint_problem"));
+  int rc = 0;
+  if (json_is_object(broken)) {
+    printf("audit log BROKEN at event %lld: %s\n",
+           (long long)json_integer_value(json_object_get(broken, "event_id")),
+           json_string_value(json_object_get(broken, "reason")));
+    rc = 1;
+  }
+  if (cp_problem) {
+    printf("audit log BROKEN: %s\n", cp_problem);
+    rc = 1;
+  }
+  if (rc == 0) {
+    printf("audit log intact: %lld events, %lld in the hash chain, head %s, %lld signed "
+           "checkpoints valid\n",
+           (long long)json_integer_value(json_object_get(out, "events")),
+           (long long)json_integer_value(json_object_get(out, "chained")),
+           json_string_value(json_object_get(out, "head_hash")),
+           (long long)json_integer_value(json_object_get(out, "checkpoints")));
+  }
+  json_decref(out);
+  return rc;
 }
 
 static int cmd_tokenize(int argc, char **argv) {
@@ -216,5 +279,9 @@ int main(int argc, char **argv) {
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return cmd_token(argc, argv);
   if (argc > 1 && strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "audit") == 0) return cmd_audit(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "key") == 0) return proofs_cli_key(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "verify-receipt") == 0)
+    return proofs_cli_verify_receipt(argc, argv);
   return cmd_serve(argc, argv);
 }

@@ -22,6 +22,10 @@ enum MHD_Result api_soup_verify(struct request *r);
 enum MHD_Result api_soup_export(struct request *r);
 
 enum MHD_Result api_events_list(struct request *r);
+enum MHD_Result api_events_verify(struct request *r);
+/* proofs.c */
+enum MHD_Result api_keys_list(struct request *r);
+enum MHD_Result api_shard_receipts(struct request *r);
 
 enum MHD_Result api_generate(struct request *r);
 enum MHD_Result api_jobs_get(struct request *r);

@@ -26,6 +26,7 @@
 #include "kernels/backend.h"
 #include "formats/safetensors.h"
 #include "log.h"
+#include "proofs/keys.h"
 #include "registry/registry.h"
 #include "soup/soup.h"
 
@@ -326,6 +327,8 @@ int app_open(struct app *a, char **err) {
   snprintf(a->db_path, sizeof a->db_path, "%s/soupd.db", a->cfg.data_dir);
   if (mkdir_p(a->cfg.data_dir, err) || mkdir_p(a->shards_dir, err) || mkdir_p(a->tmp_dir, err))
     return -1;
+  if (proofs_keys_open(a->cfg.data_dir, &a->keys, err) != 0) return -1;
+  log_info("signing key %s (Ed25519)", proofs_keys_current_id(a->keys));
   if (registry_open(a->db_path, &a->reg, err) != 0) return -1;
   log_info("registry %s open (WAL, synchronous=FULL)", a->db_path);
   if (app_first_admin_token(a, err) != 0) return -1;
@@ -374,4 +377,6 @@ void app_close(struct app *a) {
   a->model = NULL;
   registry_close(a->reg);
   a->reg = NULL;
+  proofs_keys_close(a->keys);
+  a->keys = NULL;
 }

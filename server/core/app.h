@@ -24,6 +24,7 @@ struct engine;
 struct backend;
 struct pipeline;
 struct soup_backend;
+struct proofs_keys;
 
 /* The generation statistics: counters and the last GEN_LAT_RING latencies,
  * under mu (gen_stats.c). */
@@ -47,10 +48,11 @@ struct app {
   struct model_dir *model;
   struct st_file *base;
   struct soup *soup;
-  struct engine *engine; /* the compute worker (engine.h) */
-  struct backend *be;    /* compute backend, used only by the worker */
-  struct pipeline *pipe; /* text-to-image pipeline; NULL if the model cannot generate */
-  char device[32];       /* "cpu" or "cuda:N" */
+  struct proofs_keys *keys; /* the signing keys (proofs/keys.h) */
+  struct engine *engine;    /* the compute worker (engine.h) */
+  struct backend *be;       /* compute backend, used only by the worker */
+  struct pipeline *pipe;    /* text-to-image pipeline; NULL if the model cannot generate */
+  char device[32];          /* "cpu" or "cuda:N" */
   const struct soup_backend *soup_be; /* the soup ops of that device */
   pthread_mutex_t update_mu;
   /* the last soup change: written by the worker after each switch, read by
@@ -144,3 +146,32 @@ json_t *app_soup_members(struct app *a, char **err);
 json_t *app_soup_brief(struct app *a);
 /* Records an auth.denied audit event. */
 void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, const char *what);
+/* GET /keys: {"keys": [...]}, the public signing keys, current last. */
+json_t *app_keys_json(struct app *a);
+/* GET /shards/{id}/receipts: {"receipts": [...]}; ERR_NOT_FOUND for an unknown shard. */
+int app_shard_receipts(struct app *a, int64_t id, json_t **out, struct op_error *e);
+/* The soup hash rebuilt from the stored files of the active shards, as
+ * POST /soup/verify computes it (the caller holds update_mu). */
+int app_soup_rebuilt_hash(struct app *a, char rebuilt[65], struct op_error *e);
+
+/* A receipt of a registration or withdrawal (receipts.c). */
+struct app_receipt_in {
+  const char *action; /* "shard.registered" or "shard.withdrawn" */
+  int64_t shard_id, event_id;
+  const char *sha256, *name, *provider, *reason;
+  int64_t v_before, v_after;
+  const char *hash_before, *hash_after;
+  int verify; /* rebuild the soup from the active shards and record the match */
+};
+/* Builds and signs the receipt and stores it in the registry (inside the
+ * change's transaction); *out gets it. A registry status, or -1 and *err. */
+int app_receipt_commit(struct app *a, const struct app_receipt_in *in, json_t **out, char **err);
+/* Signs the chain head (event_id, the change's own event) at a soup change
+ * and stores it (checkpoints.c); inside the change's transaction. */
+int app_checkpoint_commit(struct app *a, int64_t event_id, int64_t version, const char *soup_hash,
+                          char **err);
+/* The audit log's chain (registry_event_chain_verify) plus its signed
+ * checkpoints checked with `keys` (an array as GET /keys lists): adds
+ * "checkpoints" (count) and "checkpoint_problem" (null or a sentence). For
+ * the daemon and for `soupd audit verify`, which passes its own registry. */
+int app_audit_verify(struct registry *reg, const json_t *keys, json_t **out, char **err);

@@ -1,9 +1,11 @@
 /* audit.c: audit events that are not soup changes (those are committed with
- * the change itself, in shard_changes.c): a refused action, auth.denied. */
+ * the change itself, in shard_changes.c): a refused action, auth.denied; and
+ * the check of the audit log's hash chain (GET /events/verify). */
 #include <stdlib.h>
 
 #include "app.h"
 #include "log.h"
+#include "reads.h"
 #include "registry/registry.h"
 
 void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, const char *what) {
@@ -22,4 +24,17 @@ void app_audit_denied(struct app *a, const struct actor *who, int64_t shard_id, 
   free(err);
   json_decref(detail);
   log_warn("denied %s: %s", who->name, what);
+}
+
+int core_events_verify(struct app *a, json_t **out, struct op_error *e) {
+  char *err = NULL;
+  json_t *keys = app_keys_json(a);
+  int rc = app_audit_verify(a->reg, json_object_get(keys, "keys"), out, &err);
+  json_decref(keys);
+  if (rc != 0) {
+    op_fail(e, ERR_INTERNAL, "registry: %s", err ? err : "?");
+    free(err);
+    return -1;
+  }
+  return 0;
 }

@@ -21,6 +21,8 @@ int core_shard_get(struct app *a, int64_t id, json_t **out, char *owner, size_t 
                    struct op_error *e);
 /* {"events": [...]} with id > since, at most limit. */
 int core_events_list(struct app *a, int64_t since, int64_t limit, json_t **out, struct op_error *e);
+/* The audit log's hash chain walked from the start (registry_event_chain_verify). */
+int core_events_verify(struct app *a, json_t **out, struct op_error *e);
 /* {"versions": [...]} after since (-1: from the start), at most limit. */
 int core_soup_history(struct app *a, int64_t since, int64_t limit, json_t **out,
                       struct op_error *e);

@@ -57,6 +57,11 @@ struct commit_ctx {
   uint64_t v_before, v_after;
   const char *hash_before, *hash_after;
   json_t *detail;
+  /* a signed receipt (registration and withdrawal only): built, stored and
+   * returned in receipt_out inside the same transaction */
+  const char *receipt_action; /* NULL: none */
+  const char *provider, *name, *reason;
+  json_t *receipt_out;
 };
 
 static int commit_change(struct commit_ctx *c, int (*change)(void *), void *arg,
@@ -90,12 +95,30 @@ static int commit_change(struct commit_ctx *c, int (*change)(void *), void *arg,
     rc = registry_soup_version_insert(c->a->reg, (int64_t)c->v_after, c->hash_after, event_id,
                                       members, &err);
   json_decref(members);
+  if (rc == 0) rc = app_checkpoint_commit(c->a, event_id, (int64_t)c->v_after, c->hash_after, &err);
+  if (rc == 0 && c->receipt_action) {
+    struct app_receipt_in ri = {.action = c->receipt_action,
+                                .shard_id = *c->shard_id,
+                                .event_id = event_id,
+                                .sha256 = c->sha256,
+                                .name = c->name,
+                                .provider = c->provider,
+                                .reason = c->reason,
+                                .v_before = (int64_t)c->v_before,
+                                .v_after = (int64_t)c->v_after,
+                                .hash_before = c->hash_before,
+                                .hash_after = c->hash_after,
+                                .verify = strcmp(c->receipt_action, "shard.withdrawn") == 0};
+    rc = app_receipt_commit(c->a, &ri, &c->receipt_out, &err);
+  }
   if (rc != 0) goto fail_rb;
   rc = registry_commit(c->a->reg, &err);
   if (rc != 0) goto fail;
   return 0;
 fail_rb:
   registry_rollback(c->a->reg);
+  json_decref(c->receipt_out);
+  c->receipt_out = NULL;
 fail:
   op_fail(e, registry_code(rc), "the registry refused the change: %s", err ? err : "unknown error");
   if (rc == REGISTRY_EFAIL) log_error("registry: %s", err ? err : "?");
@@ -255,8 +278,24 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
                               .params = params,
                               .description = in->description,
                               .metadata = in->metadata}};
-  struct commit_ctx c = {a,        who,          "shard.registered", &ra.id,  in->sha256,
-                         v_before, v_before + 1, h_before,           h_after, detail};
+  struct commit_ctx c = {a,
+                         who,
+                         "shard.registered",
+                         &ra.id,
+                         in->sha256,
+                         v_before,
+                         v_before + 1,
+                         h_before,
+                         h_after,
+                         detail,
+                         NULL,
+                         NULL,
+                         NULL,
+                         NULL,
+                         NULL};
+  c.receipt_action = "shard.registered";
+  c.provider = in->provider;
+  c.name = in->name;
   int rc = commit_change(&c, reg_change, &ra, e);
   free(ra.err);
   json_decref(detail);
@@ -272,6 +311,7 @@ int app_shard_register(struct app *a, const struct actor *who, const struct shar
            (long long)ra.id, in->name, in->sha256, soup_weight_value(kq), who->name,
            (unsigned long long)(v_before + 1), h_after, now_ms() - t0);
   *result = result_json(a, ra.id);
+  json_object_set_new(*result, "receipt", c.receipt_out);
   return 0;
 
 undo_file:
@@ -367,7 +407,18 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
                          v_before + 1,
                          h_before,
                          h_after,
-                         detail};
+                         detail,
+                         NULL,
+                         NULL,
+                         NULL,
+                         NULL,
+                         NULL};
+  if (new_kq == 0) {
+    c.receipt_action = "shard.withdrawn";
+    c.provider = s.provider;
+    c.name = s.name;
+    c.reason = reason;
+  }
   rc = commit_change(&c, new_kq == 0 ? wd_change : rw_change, &w, e);
   free(w.err);
   json_decref(detail);
@@ -389,6 +440,7 @@ static int shard_change(struct app *a, const struct actor *who, int64_t id, int6
   pthread_mutex_unlock(&a->update_mu);
   registry_shard_clear(&s);
   *result = result_json(a, id);
+  if (c.receipt_out) json_object_set_new(*result, "receipt", c.receipt_out);
   return 0;
 out:
   pthread_mutex_unlock(&a->update_mu);
@@ -415,14 +467,12 @@ int app_shard_reweight(struct app *a, const struct actor *who, int64_t id, doubl
 
 /* ---- verify ---- */
 
-int app_soup_verify(struct app *a, const struct actor *who, json_t **result, struct op_error *e) {
-  double t0 = now_ms();
+int app_soup_rebuilt_hash(struct app *a, char rebuilt[65], struct op_error *e) {
   char *err = NULL;
-  pthread_mutex_lock(&a->update_mu);
   struct registry_shard *rows = NULL;
   size_t n = 0;
+  rebuilt[0] = 0;
   if (registry_shard_list(a->reg, "active", NULL, &rows, &n, &err) != 0) {
-    pthread_mutex_unlock(&a->update_mu);
     op_fail(e, ERR_INTERNAL, "registry: %s", err ? err : "?");
     free(err);
     return -1;
@@ -443,8 +493,6 @@ int app_soup_verify(struct app *a, const struct actor *who, json_t **result, str
     src[i].v = views[i];
     src[i].kq = rows[i].weight_q;
   }
-  char rebuilt[65] = "", live[65];
-  soup_hash_hex(a->soup, live);
   if (rc == 0 && soup_rebuild_hash(a->soup, src, n, rebuilt, &err) != 0)
     rc = op_fail(e, ERR_INTERNAL, "rebuild failed: %s", err ? err : "?");
   free(err);
@@ -454,7 +502,16 @@ int app_soup_verify(struct app *a, const struct actor *who, json_t **result, str
   }
   free(views), free(src), free(files);
   registry_shard_rows_free(rows, n);
-  if (rc != 0) {
+  return rc;
+}
+
+int app_soup_verify(struct app *a, const struct actor *who, json_t **result, struct op_error *e) {
+  double t0 = now_ms();
+  char *err = NULL;
+  pthread_mutex_lock(&a->update_mu);
+  char rebuilt[65] = "", live[65];
+  soup_hash_hex(a->soup, live);
+  if (app_soup_rebuilt_hash(a, rebuilt, e) != 0) {
     pthread_mutex_unlock(&a->update_mu);
     return -1;
   }

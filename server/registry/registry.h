@@ -219,6 +219,29 @@ int registry_event_append(struct registry *r, const struct registry_event *ev, i
 int registry_event_list(struct registry *r, int64_t since_id, int64_t limit, json_t **out,
                         char **err);
 
+/* The audit hash chain (schema 0003, proofs/chain.h): the number of columns
+ * hashed per event, and a walk of the whole log that stops at the first
+ * broken link: {"ok", "events", "chained", "last_event_id", "head_hash",
+ * "first_broken": null | {"event_id", "reason"}}. */
+#define REGISTRY_EVENT_CHAIN_FIELDS 15
+int registry_event_chain_verify(struct registry *r, json_t **out, char **err);
+/* The stored chain hash of event id ("" for an unchained legacy event). */
+int registry_event_hash(struct registry *r, int64_t id, char out[65], char **err);
+/* The signed checkpoints of the chain head (append-only), inside the change's
+ * transaction; the list gives their bodies, oldest first. */
+int registry_checkpoint_insert(struct registry *r, int64_t event_id, const char *head_hash,
+                               const json_t *body, char **err);
+int registry_checkpoint_list(struct registry *r, json_t **out, char **err);
+
+/* ---- receipts (schema 0002; append-only) ---- */
+
+/* Stores a signed receipt of a change to shard_id recorded by event_id;
+ * inside the change's transaction. */
+int registry_receipt_insert(struct registry *r, int64_t shard_id, int64_t event_id,
+                            const json_t *body, char **err);
+/* The receipts of shard_id, oldest first, as a JSON array (empty when none). */
+int registry_receipt_list(struct registry *r, int64_t shard_id, json_t **out, char **err);
+
 /* ---- soup versions (append-only; versions strictly increase) ---- */
 
 struct registry_soup_version {
