@@ -283,3 +283,12 @@ void config_print_reference(void *fp) {
   for (size_t i = 0; i < N_OPTS; i++)
     fprintf(f, "\n# %s\n%s = %s\n", opts[i].help, opts[i].name, opts[i].def);
 }
+
+const char *config_flag_value(int argc, char **argv, int *i, const char *name) {
+  size_t n = strlen(name);
+  const char *a = argv[*i];
+  if (strncmp(a, name, n) != 0) return NULL;
+  if (a[n] == '=') return a + n + 1;
+  if (a[n] == 0 && *i + 1 < argc) return argv[++*i];
+  return NULL;
+}

@@ -42,6 +42,9 @@ int config_set(struct config *c, const char *name, const char *value, char **err
 /* Prints every option with its default and description (for --help and the
  * reference file config/soupd.conf). */
 void config_print_reference(void *fp);
+/* The command line: "--name VALUE" or "--name=VALUE" at argv[*i] gives
+ * VALUE (advancing *i past a separate value), else NULL. */
+const char *config_flag_value(int argc, char **argv, int *i, const char *name);
 
 struct sockaddr_in;
 /* "IPV4:PORT" (or localhost:PORT) into *sa. Returns 0, or -1 if malformed. */

@@ -40,16 +40,6 @@ static void usage(FILE *f) {
              "  soupd config        print every option with its default\n");
 }
 
-/* Finds "--name VALUE" or "--name=VALUE" at argv[*i]; advances *i. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name) {
-  size_t n = strlen(name);
-  const char *a = argv[*i];
-  if (strncmp(a, name, n) != 0) return NULL;
-  if (a[n] == '=') return a + n + 1;
-  if (a[n] == 0 && *i + 1 < argc) return argv[++*i];
-  return NULL;
-}
-
 static int cmd_token(int argc, char **argv) {
   const char *dir = "./var", *role = NULL, *provider = NULL, *v;
   if (argc < 3 || strcmp(argv[2], "create") != 0) {
@@ -57,11 +47,11 @@ static int cmd_token(int argc, char **argv) {
     return 2;
   }
   for (int i = 3; i < argc; i++) {
-    if ((v = flag_value(argc, argv, &i, "--data-dir")))
+    if ((v = config_flag_value(argc, argv, &i, "--data-dir")))
       dir = v;
-    else if ((v = flag_value(argc, argv, &i, "--role")))
+    else if ((v = config_flag_value(argc, argv, &i, "--role")))
       role = v;
-    else if ((v = flag_value(argc, argv, &i, "--provider")))
+    else if ((v = config_flag_value(argc, argv, &i, "--provider")))
       provider = v;
     else {
       fprintf(stderr, "soupd token create: unknown argument %s\n", argv[i]);
@@ -99,7 +89,7 @@ static int cmd_audit(int argc, char **argv) {
     return 2;
   }
   for (int i = 3; i < argc; i++) {
-    if ((v = flag_value(argc, argv, &i, "--data-dir")))
+    if ((v = config_flag_value(argc, argv, &i, "--data-dir")))
       dir = v;
     else {
       fprintf(stderr, "soupd audit verify: unknown argument %s\n", argv[i]);
@@ -152,7 +142,7 @@ static int cmd_audit(int argc, char **argv) {
 static int cmd_tokenize(int argc, char **argv) {
   const char *model = SOUPD_DEFAULT_MODEL_DIR, *text = NULL, *v;
   for (int i = 2; i < argc; i++) {
-    if ((v = flag_value(argc, argv, &i, "--model")))
+    if ((v = config_flag_value(argc, argv, &i, "--model")))
       model = v;
     else if (!text)
       text = argv[i];
@@ -184,7 +174,7 @@ static int cmd_serve(int argc, char **argv) {
   app_init(&app);
   const char *config_path = NULL;
   for (int i = 1; i < argc; i++) {
-    const char *v = flag_value(argc, argv, &i, "--config");
+    const char *v = config_flag_value(argc, argv, &i, "--config");
     if (v) config_path = v;
   }
   char *err = NULL;

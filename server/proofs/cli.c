@@ -11,17 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "keys.h"
 #include "receipt.h"
-
-static const char *flag(int argc, char **argv, int *i, const char *name) {
-  size_t n = strlen(name);
-  const char *a = argv[*i];
-  if (strncmp(a, name, n) != 0) return NULL;
-  if (a[n] == '=') return a + n + 1;
-  if (a[n] == 0 && *i + 1 < argc) return argv[++*i];
-  return NULL;
-}
 
 int proofs_cli_key(int argc, char **argv) {
   const char *dir = "./var", *v;
@@ -30,7 +22,7 @@ int proofs_cli_key(int argc, char **argv) {
     return 2;
   }
   for (int i = 3; i < argc; i++) {
-    if ((v = flag(argc, argv, &i, "--data-dir")))
+    if ((v = config_flag_value(argc, argv, &i, "--data-dir")))
       dir = v;
     else {
       fprintf(stderr, "soupd key rotate: unknown argument %s\n", argv[i]);
@@ -112,11 +104,11 @@ static int key_arg(const char *arg, char out[64], char *why, size_t why_len) {
 int proofs_cli_verify_receipt(int argc, char **argv) {
   const char *file = NULL, *key = NULL, *keys_file = NULL, *dir = NULL, *v;
   for (int i = 2; i < argc; i++) {
-    if ((v = flag(argc, argv, &i, "--key")))
+    if ((v = config_flag_value(argc, argv, &i, "--key")))
       key = v;
-    else if ((v = flag(argc, argv, &i, "--keys")))
+    else if ((v = config_flag_value(argc, argv, &i, "--keys")))
       keys_file = v;
-    else if ((v = flag(argc, argv, &i, "--data-dir")))
+    else if ((v = config_flag_value(argc, argv, &i, "--data-dir")))
       dir = v;
     else if (!file && argv[i][0] != '-')
       file = argv[i];
