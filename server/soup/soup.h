@@ -197,6 +197,19 @@ struct soup_source {
 int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
                       char hex[65], char **err);
 
+/* A soup built from scratch over a recipe (per-request mixes, search
+ * candidates): the same rules as the live soup, so equal recipes give equal
+ * bits and hashes (a recipe equal to the live members has the live hash);
+ * n_srcs == 0 gives the base. Standalone: its own inference copy of
+ * soup_built_bytes(s) bytes on the soup's backend, version 0; the live soup
+ * is untouched and the call may run on any thread while an update runs.
+ * Free with soup_built_free (after the soup's last use of the backend, and
+ * before soup_free). */
+int soup_build(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
+               struct soup_version **out, char **err);
+void soup_built_free(struct soup_version *v);
+size_t soup_built_bytes(const struct soup *s);
+
 /* Accumulator snapshot for fast restarts (safetensors, one I64 tensor per
  * soup tensor, metadata soup_version/soup_hash/soup_K). Write: atomic (tmp,
  * fsync, rename). Load: verified against its recorded hash with this soup's

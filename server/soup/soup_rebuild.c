@@ -1,9 +1,12 @@
-/* soup_rebuild.c: POST /soup/verify. Rebuilds the accumulator from scratch
- * over a list of (shard, kq) and returns its hash, without touching the live
- * soup: one tensor at a time per thread (a zeroed scratch accumulator of that
- * tensor's size), so memory stays bounded by threads x the largest tensor.
- * Reads only the soup's immutable tensor table (names, shapes, F): safe to run
- * while an update is in progress.
+/* soup_rebuild.c: soups from scratch over a recipe, a list of (shard, kq):
+ * POST /soup/verify (the hash only) and soup_build (per-request mixes, search
+ * candidates: the hash and a materialized inference copy of its own). The
+ * live soup is never touched: one tensor at a time per thread (a zeroed
+ * scratch accumulator of that tensor's size), so scratch memory stays bounded
+ * by threads x the largest tensor. Reads only the soup's immutable tensor
+ * table (names, shapes, F, base data): safe to run while an update is in
+ * progress. The rules are the live soup's (same accumulate and materialize
+ * ops in the same order), so equal recipes give equal bits and hashes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,6 +21,15 @@ struct rb {
   size_t **maps;         /* [n_src][s->n] */
   uint8_t (*digest)[32]; /* [s->n] */
   int64_t *bad;          /* [s->n]: index of the source that failed, or -1 */
+  int64_t K;
+  struct soup_tensor *out; /* [s->n] or NULL: materialize here too */
+};
+
+/* A built soup: the version first (soup_built_free casts back). */
+struct built {
+  struct soup_version ver;
+  struct soup_tensor *tensors;
+  void *mem;
 };
 
 static int rb_one(void *ctx, size_t i) {
@@ -27,25 +39,30 @@ static int rb_one(void *ctx, size_t i) {
   int64_t *acc = be->alloc((size_t)(m->numel ? m->numel : 1) * sizeof(int64_t));
   if (!acc) return -ENOMEM;
   int rc = 0;
+  void *out = r->out ? r->out[i].data : NULL;
   for (size_t j = 0; j < r->n_src && rc == 0; j++) {
     const struct soup_view *x = &r->src[j].v[r->maps[j][i]];
+    int last = j + 1 == r->n_src;
     enum dtype dt = (enum dtype)soup_st_to_dtype(x->dtype);
     int64_t badi = 0;
     if (be->validate(x->data, dt, m->numel, m->F, &badi)) {
       r->bad[i] = (int64_t)j;
       rc = -EINVAL;
-    } else if (be->accumulate(acc, x->data, dt, m->numel, m->F, r->src[j].kq, NULL, DT_F32, 0,
-                              j + 1 == r->n_src ? r->digest[i] : NULL)) {
+    } else if (be->accumulate(acc, x->data, dt, m->numel, m->F, r->src[j].kq, last ? out : NULL,
+                              r->s->infer, r->K, last ? r->digest[i] : NULL)) {
       rc = -EIO;
     }
   }
   if (rc == 0 && r->n_src == 0 && be->hash(acc, m->numel, r->digest[i])) rc = -EIO;
+  if (rc == 0 && r->n_src == 0 && out &&
+      be->convert(out, r->s->infer, m->base_data, m->base_dt, m->numel))
+    rc = -EIO;
   be->free(acc);
   return rc;
 }
 
-int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
-                      char hex[65], char **err) {
+static int from_scratch(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
+                        struct soup_tensor *out, int64_t *K_out, char hex[65], char **err) {
   int rc = -ENOMEM;
   int64_t K = 0;
   struct rb r = {.s = s, .src = srcs, .n_src = n_srcs};
@@ -83,6 +100,8 @@ int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size
                         soup_weight_value(SOUP_K_MAX));
     goto done;
   }
+  r.K = K;
+  r.out = out;
   rc = soup_par_for(s, rb_one, &r);
   if (rc) {
     for (size_t i = 0; i < s->n; i++)
@@ -96,10 +115,66 @@ int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size
     goto done;
   }
   soup_hash_combine(s, K, (const uint8_t(*)[32])r.digest, hex);
+  *K_out = K;
 done:
   for (size_t j = 0; r.maps && j < n_srcs; j++) free(r.maps[j]);
   free(r.maps);
   free(r.digest);
   free(r.bad);
   return rc;
+}
+
+int soup_rebuild_hash(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
+                      char hex[65], char **err) {
+  int64_t K;
+  return from_scratch(s, srcs, n_srcs, NULL, &K, hex, err);
+}
+
+size_t soup_built_bytes(const struct soup *s) {
+  return (size_t)s->params * dtype_size(s->infer);
+}
+
+void soup_built_free(struct soup_version *v) {
+  if (!v) return;
+  struct built *b = (struct built *)v;
+  v->be->free(b->mem);
+  free(b->tensors);
+  free(b);
+}
+
+int soup_build(const struct soup *s, const struct soup_source *srcs, size_t n_srcs,
+               struct soup_version **out, char **err) {
+  size_t dsz = dtype_size(s->infer);
+  struct built *b = calloc(1, sizeof *b);
+  if (b) b->tensors = calloc(s->n ? s->n : 1, sizeof *b->tensors);
+  if (b && b->tensors) b->mem = s->be->alloc(soup_built_bytes(s) ? soup_built_bytes(s) : 1);
+  if (!b || !b->tensors || !b->mem) {
+    if (b && b->mem) s->be->free(b->mem);
+    if (b) free(b->tensors);
+    free(b);
+    *err = soup_strdupf("out of memory for a soup of %zu bytes", soup_built_bytes(s));
+    return -ENOMEM;
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < s->n; i++) {
+    struct soup_tensor *t = &b->tensors[i];
+    t->name = s->t[i].name;
+    t->ndim = s->t[i].ndim;
+    memcpy(t->shape, s->t[i].shape, sizeof t->shape);
+    t->numel = s->t[i].numel;
+    t->F = s->t[i].F;
+    t->data = (uint8_t *)b->mem + off * dsz;
+    off += (size_t)s->t[i].numel;
+  }
+  b->ver.dtype = s->infer;
+  b->ver.be = s->be;
+  b->ver.n_tensors = s->n;
+  b->ver.tensors = b->tensors;
+  int rc = from_scratch(s, srcs, n_srcs, b->tensors, &b->ver.K, b->ver.hash_hex, err);
+  if (rc) {
+    soup_built_free(&b->ver);
+    return rc;
+  }
+  *out = &b->ver;
+  return 0;
 }
